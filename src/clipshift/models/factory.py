@@ -1,0 +1,142 @@
+"""Build CLIP models and supervised classifiers on one image tower, and save/load them.
+
+The package's architectures are open_clip model configs (``clipshift/model_configs/*.json``)
+whose image tower is a timm model from :mod:`clipshift.models.convnet`. A supervised
+classifier is *the same* image tower (``CLIP.visual``: trunk + projection) followed by a
+linear head, so the contrastive-vs-supervised comparison changes only the objective.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import convnet  # noqa: F401  (registers the timm image towers)
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
+KINDS = ("clip", "classifier")
+# Pixel statistics the towers are trained with: images arrive as uint8 and are normalised here.
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.25, 0.25, 0.25)
+_registered = False
+
+
+def register_model_configs() -> list[str]:
+    """Add the package's architectures to open_clip's registry (idempotent); return their names."""
+    global _registered
+    if not _registered:
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
+def _check_architecture(name: str) -> None:
+    known = register_model_configs()
+    if name not in open_clip.list_models():
+        raise ValueError(f"unknown architecture {name!r}; the package's own: {known} "
+                         f"(open_clip knows {len(open_clip.list_models())} more)")
+
+
+class ImageClassifier(nn.Module):
+    """Image tower (B, 3, H, W) → embedding (B, D) → linear head → logits (B, C)."""
+
+    def __init__(self, visual: nn.Module, embed_dim: int, num_classes: int):
+        super().__init__()
+        self.visual = visual
+        self.head = nn.Linear(embed_dim, num_classes)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encode_image(images))
+
+
+@dataclass
+class ModelSpec:
+    """What a checkpoint needs to rebuild its model."""
+
+    kind: str  # "clip" or "classifier"
+    architecture: str  # an open_clip model name, e.g. "clipshift-small"
+    class_names: list[str]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if not self.class_names:
+            raise ValueError("class_names must not be empty")
+
+
+def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
+    """A freshly initialised model for `spec` (no weights are downloaded); with `seed`, the
+    initialisation does not depend on the global random state."""
+    _check_architecture(spec.architecture)
+    if seed is not None:
+        torch.manual_seed(seed)
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # open_clip warns that no pretrained weights were loaded
+    try:
+        clip = open_clip.create_model(spec.architecture, pretrained=None, output_dict=True)
+    finally:
+        logging.disable(previous)
+    if spec.kind == "clip":
+        return clip
+    embed_dim = open_clip.get_model_config(spec.architecture)["embed_dim"]
+    return ImageClassifier(clip.visual, embed_dim, len(spec.class_names))
+
+
+def get_tokenizer(architecture: str):
+    _check_architecture(architecture)
+    return open_clip.get_tokenizer(architecture)
+
+
+def normalize_images(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, 3, H, W) → float, normalised with the towers' MEAN/STD, channels-last."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    x = (images.float() / 255.0 - mean) / std
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def save_checkpoint(model: nn.Module, spec: ModelSpec, directory: str | os.PathLike) -> Path:
+    """Write ``model.safetensors`` and ``model.json`` into `directory`, each atomically."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as tmp:
+        pass
+    save_file(state, tmp.name)
+    os.replace(tmp.name, directory / "model.safetensors")
+    atomic_write_text(directory / "model.json", json.dumps(vars(spec), indent=2))
+    return directory
+
+
+def load_checkpoint(directory: str | os.PathLike) -> tuple[nn.Module, ModelSpec]:
+    """Rebuild the model saved by :func:`save_checkpoint` (safetensors: nothing is unpickled)."""
+    directory = Path(directory)
+    for name in ("model.json", "model.safetensors"):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"{directory} is not a clipshift checkpoint: missing {name}")
+    spec = ModelSpec(**json.loads((directory / "model.json").read_text()))
+    model = build_model(spec)
+    model.load_state_dict(load_file(directory / "model.safetensors"))
+    return model.eval(), spec
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
