@@ -1,10 +1,20 @@
-"""Data sources (one loader per format), evaluation sets, and labels from captions."""
+"""Data sources (one loader per format), evaluation sets, and labels from captions.
 
+- :mod:`.text_match`: labels from captions (:class:`TextMatcher`, :func:`match_report`).
+- :mod:`.csv_source`: training tables ``filepath,caption[,label]`` (:func:`read_caption_table`,
+  :class:`ImageCaptionDataset`, :func:`load_images`).
+- :mod:`.imagefolder`: evaluation sets as ImageFolder trees (:class:`EvalImageFolder`,
+  :func:`load_all`) and subset-masked scoring (:func:`masked_argmax`, :func:`masked_topk`).
+"""
+
+from ._images import ImageDecodeError
 from .csv_source import ImageCaptionDataset, load_images, read_caption_table
-from .imagefolder import EvalImageFolder, load_all, masked_argmax, masked_topk, subset_mask
-from .text_match import TextMatcher, match_report
+from .imagefolder import (IMAGE_EXTENSIONS, EvalImageFolder, load_all, masked_argmax, masked_topk,
+                          skip_none_collate, subset_mask)
+from .text_match import TextMatcher, match_report, read_synonyms
 
 __all__ = [
-    "EvalImageFolder", "ImageCaptionDataset", "TextMatcher", "load_all", "load_images", "masked_argmax",
-    "masked_topk", "match_report", "read_caption_table", "subset_mask",
+    "IMAGE_EXTENSIONS", "EvalImageFolder", "ImageCaptionDataset", "ImageDecodeError", "TextMatcher",
+    "load_all", "load_images", "masked_argmax", "masked_topk", "match_report", "read_caption_table",
+    "read_synonyms", "skip_none_collate", "subset_mask",
 ]

@@ -1,4 +1,7 @@
-"""Training data as a table of ``filepath,caption[,label]`` (CSV, or TSV as open_clip uses)."""
+"""Training data as a table of ``filepath,caption[,label]`` (CSV, or TSV as open_clip uses).
+
+Row numbers in error messages count data rows from 1 (the header is not a row).
+"""
 
 from __future__ import annotations
 
@@ -8,94 +11,142 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
-from tqdm.auto import tqdm
+from clipshift._progress import progress_bar
+
+from ._images import check_size, decode_many, open_rgb, stack_into
+
+_SHOW = 3  # how many offending rows an error message lists
 
 
-def read_caption_table(path, *, sep=None, filepath_column="filepath", caption_column="caption",
-                       label_column="label") -> pd.DataFrame:
-    """Columns ``filepath`` (absolute), ``caption`` and, if present, ``label``.
+def _read_table(path: Path, sep: str) -> pd.DataFrame:
+    """The raw table, every cell a string; ValueError naming the file when it cannot be parsed."""
+    try:
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError as error:
+        raise ValueError(f"{path}: the caption table is empty (no header)") from error
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot parse as a table separated by {sep!r}: {error}") from error
 
-    Relative paths are resolved against the table's folder; ``sep=None`` means tab for
-    ``.tsv`` files and comma otherwise."""
-    path = Path(path)
+
+def _require_columns(path: Path, table: pd.DataFrame, columns: list[str], sep: str) -> None:
+    """ValueError listing the missing columns and those found (with a hint on the separator)."""
+    missing = [c for c in columns if c not in table.columns]
+    if not missing:
+        return
+    hint = ""
+    if len(table.columns) == 1 and any(s in table.columns[0] for s in ("\t", ",", ";")):
+        hint = f" (read with sep={sep!r}; is the file separated by something else? pass sep=)"
+    raise ValueError(f"{path}: missing column(s) {missing}; found {list(table.columns)}{hint}")
+
+
+def _rows(indices, values=None) -> str:
+    """'row 3, row 7, ...' for the first few offending 0-based indices."""
+    shown = [f"row {i + 1}" + (f": {values[i]}" if values is not None else "") for i in indices[:_SHOW]]
+    return ", ".join(shown) + (", ..." if len(indices) > _SHOW else "")
+
+
+def _parse_labels(path: Path, column: pd.Series) -> list:
+    """Labels as ints when every cell is an integer, else as strings; no blank cells."""
+    cells = column.str.strip()
+    blank = np.flatnonzero(cells == "")
+    if len(blank):
+        raise ValueError(f"{path}: {len(blank)} blank label(s) in column {column.name!r} ({_rows(blank)})")
+    if cells.str.fullmatch(r"[+-]?\d+").all():
+        return [int(c) for c in cells]
+    return cells.tolist()
+
+
+def read_caption_table(path, *, sep: str | None = None, filepath_column: str = "filepath",
+                       caption_column: str = "caption", label_column: str = "label") -> pd.DataFrame:
+    """Read a caption table into columns ``filepath`` (absolute), ``caption`` and, if the table
+    has `label_column`, ``label`` (ints when every label is an integer, else strings).
+
+    Relative paths are resolved against the table's folder; ``sep=None`` means tab for ``.tsv``
+    files and comma otherwise. Every image file must exist (the error gives the count and the
+    first few rows); captions must not be blank."""
+    path = Path(path).expanduser().absolute()
     if not path.is_file():
         raise FileNotFoundError(f"caption table not found: {path}")
-    sep = sep or ("\t" if path.suffix.lower() == ".tsv" else ",")
-    table = pd.read_csv(path, sep=sep, dtype={filepath_column: str, caption_column: str}, keep_default_na=False)
-    missing = [c for c in (filepath_column, caption_column) if c not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {list(table.columns)}")
+    sep = sep if sep is not None else ("\t" if path.suffix.lower() == ".tsv" else ",")
+    table = _read_table(path, sep)
+    _require_columns(path, table, [filepath_column, caption_column], sep)
+    if table.empty:
+        raise ValueError(f"{path}: the caption table has a header but no rows")
     out = pd.DataFrame({
-        "filepath": [str(p if Path(p).is_absolute() else (path.parent / p)) for p in table[filepath_column]],
-        "caption": table[caption_column].astype(str),
+        "filepath": [str(path.parent / Path(p).expanduser()) for p in table[filepath_column]],
+        "caption": table[caption_column],
     })
     if label_column in table.columns:
-        out["label"] = table[label_column].tolist()
+        out["label"] = _parse_labels(path, table[label_column])
     empty = np.flatnonzero(out["caption"].str.strip() == "")
     if len(empty):
-        raise ValueError(f"{path}: empty caption in data row {empty[0] + 1} ({len(empty)} rows in all)")
+        raise ValueError(f"{path}: {len(empty)} empty caption(s) in column {caption_column!r} ({_rows(empty)})")
+    blank = np.flatnonzero(table[filepath_column].str.strip() == "")
+    if len(blank):
+        raise ValueError(f"{path}: {len(blank)} empty file path(s) in column {filepath_column!r} ({_rows(blank)})")
     absent = [i for i, p in enumerate(out["filepath"]) if not Path(p).is_file()]
     if absent:
-        first = ", ".join(f"row {i + 1}: {out['filepath'][i]}" for i in absent[:3])
-        raise FileNotFoundError(f"{path}: {len(absent)} image file(s) not found ({first})")
+        raise FileNotFoundError(f"{path}: {len(absent)} image file(s) not found ({_rows(absent, out['filepath'])})")
     return out
 
 
-def _label_index(value, class_names: Sequence[str] | None, row: int) -> int:
-    if isinstance(value, (int, np.integer)):
-        return int(value)
+def _label_index(value, class_names: list[str] | None, row: int) -> int:
+    """The class index of one label (an int, or a name looked up in `class_names`)."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        value = int(value)
+        if value < -1 or (class_names is not None and value >= len(class_names)):
+            limit = f"{len(class_names) - 1}" if class_names is not None else "any"
+            raise ValueError(f"row {row}: label {value} is out of range (expected -1 .. {limit})")
+        return value
     if class_names is None:
-        raise ValueError(f"row {row}: label {value!r} is a name, but no class_names were given")
+        raise ValueError(f"row {row}: label {value!r} is a class name, but no class_names were given")
     try:
-        return list(class_names).index(value)
+        return class_names.index(value)
     except ValueError:
-        raise ValueError(f"row {row}: unknown label {value!r}; known: {list(class_names)[:10]}...") from None
+        raise ValueError(f"row {row}: unknown label {value!r}; known classes include {class_names[:10]}") from None
 
 
 class ImageCaptionDataset(Dataset):
-    """(image, caption, label or -1) from a table made by :func:`read_caption_table`."""
+    """``(image, caption, label)`` from a table made by :func:`read_caption_table`.
+
+    The image is decoded as RGB and passed through `transform` (default: ``pil_to_tensor``,
+    giving uint8 (3, H, W)). Labels are ints, or class names mapped to their index in
+    `class_names`; -1 when the table has no labels."""
 
     def __init__(self, table: pd.DataFrame, *, transform: Callable | None = None,
                  class_names: Sequence[str] | None = None):
+        missing = [c for c in ("filepath", "caption") if c not in table.columns]
+        if missing:
+            raise ValueError(f"table lacks column(s) {missing}; found {list(table.columns)} "
+                             f"(make it with read_caption_table)")
         self.table = table.reset_index(drop=True)
-        self.transform = transform or pil_to_tensor
-        self.labels = ([_label_index(v, class_names, i + 1) for i, v in enumerate(table["label"])]
-                       if "label" in table.columns else [-1] * len(table))
+        self.class_names = list(class_names) if class_names is not None else None
+        self.transform = transform if transform is not None else pil_to_tensor
+        self.labels = torch.tensor(
+            [_label_index(v, self.class_names, i + 1) for i, v in enumerate(self.table["label"])]
+            if "label" in self.table.columns else [-1] * len(self.table), dtype=torch.int64)
 
     def __len__(self) -> int:
         return len(self.table)
 
     def __getitem__(self, i: int):
-        with Image.open(self.table.at[i, "filepath"]) as image:
-            return self.transform(image.convert("RGB")), self.table.at[i, "caption"], self.labels[i]
-
-
-def _decode(path: str, size: int | None) -> torch.Tensor:
-    with Image.open(path) as image:
-        image = image.convert("RGB")
-        if size is not None and image.size != (size, size):
-            image = image.resize((size, size), Image.BILINEAR)
-        return pil_to_tensor(image)
+        image = open_rgb(self.table.at[i, "filepath"])
+        return self.transform(image), self.table.at[i, "caption"], int(self.labels[i])
 
 
 def load_images(paths: Sequence[str], *, size: int | None = None, num_workers: int = 0,
                 progress: bool = True) -> torch.Tensor:
-    """Decode every image into one uint8 (N, 3, H, W) tensor (all must share a size unless `size`)."""
+    """Decode every image (as RGB) into one uint8 (N, 3, H, W) tensor in memory.
+
+    With `size`, every image is resized to `size` x `size` (aspect ratio not kept); without,
+    all images must share a size (ValueError naming the first that does not). `num_workers`
+    threads decode in parallel. Undecodable files raise a ValueError naming them."""
+    paths = [str(p) for p in paths]
     if not paths:
         raise ValueError("no image paths given")
-    it = tqdm(paths, desc="decode", unit="img", disable=not progress, leave=False)
-    if num_workers > 0:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(num_workers) as pool:
-            images = list(pool.map(lambda p: _decode(p, size), it))
-    else:
-        images = [_decode(p, size) for p in it]
-    first = images[0].shape
-    for path, image in zip(paths, images):
-        if image.shape != first:
-            raise ValueError(f"{path} has shape {tuple(image.shape)}, the first image {tuple(first)}; pass size=")
-    return torch.stack(images)
+    check_size(size)
+    with progress_bar(total=len(paths), desc="decode", unit="img", enabled=progress) as bar:
+        images, _ = stack_into(decode_many(paths, size, num_workers, skip_errors=False), paths, bar)
+    return images

@@ -1,7 +1,21 @@
 """Labels from captions by text matching (Fang et al. 2022's YFCC procedure).
 
-A caption gets class ``c`` when the name or a synonym of exactly one class occurs in it as
-whole words, case-insensitively; captions naming no class, or several, are dropped (-1).
+A caption gets class ``c`` when the name or a synonym of exactly one class occurs in it;
+captions naming no class, or several, are dropped (``None`` / ``-1``).
+
+Matching rules (one compiled regex per class):
+
+- case-insensitive, whole words: a term must not be preceded or followed by a letter, digit
+  or ``_`` ("Starfish" does not match ``star``; "STAR." and "#star" do);
+- the words of a multi-word term may be separated by any run of spaces, ``_`` or ``-``, and
+  ``_`` or ``-`` inside a class name or synonym count as such a separator too: ``hot_dog``
+  matches "hot dog", "hot-dog" and "hot_dog";
+- classes are matched independently, so a caption containing "hot dog" names both ``hot dog``
+  and ``dog`` (if both are classes) and is dropped, as in the original procedure.
+
+Synonym files (:meth:`TextMatcher.from_file`): YAML (``.yaml``/``.yml``) or JSON (``.json``)
+mapping each class name to a list of synonyms, or plain text (any other suffix) with one class
+per line, ``name: synonym, synonym`` (blank lines and lines starting with ``#`` are ignored).
 """
 
 from __future__ import annotations
@@ -14,91 +28,183 @@ from typing import Iterable, Sequence
 import numpy as np
 import yaml
 
+_SEPARATOR = r"[\s_\-]+"
+
+
+def _words(term: str) -> list[str]:
+    """The words of `term`, split on spaces, ``_`` and ``-``."""
+    return [w for w in re.split(_SEPARATOR, term.strip().lower()) if w]
+
 
 def _pattern(terms: Iterable[str]) -> re.Pattern:
-    # Whole words: not preceded or followed by a letter or digit. "_" and "-" in a term match
-    # a space, "_" or "-" in the caption.
-    parts = [r"[\s_\-]+".join(re.escape(w) for w in re.split(r"[\s_\-]+", t.strip()) if w) for t in terms]
-    return re.compile(r"(?<![\w])(?:" + "|".join(sorted(parts, key=len, reverse=True)) + r")(?![\w])", re.IGNORECASE)
+    """One case-insensitive whole-word regex matching any of `terms`."""
+    parts = sorted({_SEPARATOR.join(re.escape(w) for w in _words(t)) for t in terms}, key=len, reverse=True)
+    return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)", re.IGNORECASE)
+
+
+def _check_names(class_names: Sequence[str]) -> list[str]:
+    """`class_names` as a list, or ValueError for an empty list, a non-string or a duplicate."""
+    if isinstance(class_names, str) or not class_names:
+        raise ValueError(f"class_names must be a non-empty list of strings, got {class_names!r}")
+    seen = set()
+    for i, name in enumerate(class_names):
+        if not isinstance(name, str) or not _words(name):
+            raise ValueError(f"class_names[{i}] must be a non-blank string, got {name!r}")
+        if name in seen:
+            raise ValueError(f"duplicate class name {name!r} (class_names[{i}])")
+        seen.add(name)
+    return list(class_names)
+
+
+def _check_synonyms(synonyms: dict | None, class_names: list[str]) -> dict[str, list[str]]:
+    """`synonyms` validated: known classes only, each a list of non-blank strings."""
+    if synonyms is None:
+        return {}
+    if not isinstance(synonyms, dict):
+        raise ValueError(f"synonyms must be a dict of class name -> list of synonyms, got {type(synonyms).__name__}")
+    unknown = sorted(set(synonyms) - set(class_names), key=str)
+    if unknown:
+        raise ValueError(f"synonyms given for unknown class(es) {unknown[:10]}; "
+                         f"known classes include {class_names[:5]}")
+    for name, terms in synonyms.items():
+        if isinstance(terms, str) or not isinstance(terms, (list, tuple)):
+            raise ValueError(f"synonyms of {name!r} must be a list of strings, got {terms!r}")
+        for term in terms:
+            if not isinstance(term, str) or not _words(term):
+                raise ValueError(f"synonym of {name!r} must be a non-blank string, got {term!r}")
+    return {name: list(terms) for name, terms in synonyms.items()}
 
 
 class TextMatcher:
-    """Match captions to classes by their names and synonyms."""
+    """Match captions to classes by their names and synonyms (see the module docstring)."""
 
     def __init__(self, class_names: Sequence[str], synonyms: dict[str, list[str]] | None = None):
-        if not class_names:
-            raise ValueError("class_names must not be empty")
-        seen, owner = set(), {}
-        for name in class_names:
-            if name in seen:
-                raise ValueError(f"duplicate class name {name!r}")
-            seen.add(name)
-        synonyms = synonyms or {}
-        unknown = sorted(set(synonyms) - seen)
-        if unknown:
-            raise ValueError(f"synonyms given for unknown classes {unknown}")
-        self.class_names = list(class_names)
-        self.terms = []
-        for name in class_names:
-            terms = [name] + [s for s in synonyms.get(name, []) if s.strip()]
+        self.class_names = _check_names(class_names)
+        synonyms = _check_synonyms(synonyms, self.class_names)
+        owner: dict[str, str] = {}
+        self.terms: list[list[str]] = []
+        for name in self.class_names:
+            terms = [name] + synonyms.get(name, [])
             for term in terms:
-                key = " ".join(re.split(r"[\s_\-]+", term.lower().strip()))
-                if owner.get(key, name) != name:
+                key = " ".join(_words(term))
+                if owner.setdefault(key, name) != name:
                     raise ValueError(f"term {term!r} is claimed by both {owner[key]!r} and {name!r}")
-                owner[key] = name
             self.terms.append(terms)
         self._patterns = [_pattern(t) for t in self.terms]
 
+    def __repr__(self) -> str:
+        return f"TextMatcher({len(self.class_names)} classes, {sum(map(len, self.terms))} terms)"
+
+    def matching_classes(self, caption: str) -> list[int]:
+        """Indices of every class whose name or a synonym occurs in `caption`."""
+        if not isinstance(caption, str):
+            raise TypeError(f"caption must be a string, got {type(caption).__name__}: {caption!r}")
+        return [i for i, p in enumerate(self._patterns) if p.search(caption)]
+
     def match(self, caption: str) -> int | None:
         """The index of the one class named in `caption`, or None (no class, or several)."""
-        hits = [i for i, p in enumerate(self._patterns) if p.search(caption)]
+        hits = self.matching_classes(caption)
         return hits[0] if len(hits) == 1 else None
 
     def match_many(self, captions: Iterable[str]) -> np.ndarray:
         """(N,) int64 class indices, -1 where the caption was dropped."""
-        return np.asarray([-1 if (m := self.match(c)) is None else m for c in captions], dtype=np.int64)
+        out = []
+        for i, caption in enumerate(captions):
+            if not isinstance(caption, str):
+                raise TypeError(f"caption {i} must be a string, got {type(caption).__name__}: {caption!r}")
+            m = self.match(caption)
+            out.append(-1 if m is None else m)
+        return np.asarray(out, dtype=np.int64)
 
     @classmethod
     def from_file(cls, path: str | Path, class_names: Sequence[str] | None = None) -> "TextMatcher":
-        """Synonyms from YAML/JSON (``{class: [synonyms]}``) or text lines ``name: syn1, syn2``."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"synonyms file not found: {path}")
-        text = path.read_text()
-        if path.suffix.lower() in (".yaml", ".yml", ".json"):
-            try:
-                data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-            except (json.JSONDecodeError, yaml.YAMLError) as error:
-                raise ValueError(f"{path}: not valid {path.suffix[1:].upper()}: {error}") from error
-            if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-                raise ValueError(f"{path}: expected a mapping of class name to a list of synonyms")
-            mapping = {str(k): [str(s) for s in v] for k, v in data.items()}
-        else:
-            mapping = {}
-            for number, line in enumerate(text.splitlines(), 1):
-                if not line.strip() or line.lstrip().startswith("#"):
-                    continue
-                name, _, rest = line.partition(":")
-                if not name.strip():
-                    raise ValueError(f"{path}, line {number}: expected 'name: synonym, synonym', got {line!r}")
-                mapping[name.strip()] = [s.strip() for s in rest.split(",") if s.strip()]
-        names = list(class_names) if class_names is not None else list(mapping)
-        return cls(names, {k: v for k, v in mapping.items() if k in names} if class_names is not None else mapping)
+        """A matcher from a synonyms file (YAML, JSON or ``name: syn1, syn2`` lines).
+
+        Without `class_names` the classes are the file's, in file order. With them, the file
+        may give synonyms for some of the classes, but must not name any other class."""
+        mapping = read_synonyms(path)
+        if class_names is None:
+            return cls(list(mapping), mapping)
+        known = set(class_names)
+        unknown = [k for k in mapping if k not in known]
+        if unknown:
+            raise ValueError(f"{path}: synonyms for class(es) not in class_names: {unknown[:10]}")
+        return cls(class_names, mapping)
+
+
+def read_synonyms(path: str | Path) -> dict[str, list[str]]:
+    """Class name -> synonyms from a YAML, JSON or plain-text synonyms file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"synonyms file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: cannot read synonyms file as UTF-8 text: {error}") from error
+    suffix = path.suffix.lower()
+    mapping = _parse_structured(path, text) if suffix in (".yaml", ".yml", ".json") else _parse_lines(path, text)
+    if not mapping:
+        raise ValueError(f"{path}: no classes in synonyms file")
+    return mapping
+
+
+def _parse_structured(path: Path, text: str) -> dict[str, list[str]]:
+    """YAML or JSON ``{class: [synonyms]}`` (a null or missing list means no synonyms)."""
+    kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+    try:
+        data = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: not valid {kind}: {error}") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of class name to a list of synonyms, got {type(data).__name__}")
+    mapping = {}
+    for name, terms in data.items():
+        terms = [] if terms is None else terms
+        if not isinstance(terms, list) or not all(isinstance(t, (str, int, float)) for t in terms):
+            raise ValueError(f"{path}: class {name!r}: expected a list of synonyms, got {terms!r}")
+        mapping[str(name)] = [str(t) for t in terms]
+    return mapping
+
+
+def _parse_lines(path: Path, text: str) -> dict[str, list[str]]:
+    """Plain-text ``name: syn1, syn2`` lines (``name`` alone: a class without synonyms)."""
+    mapping: dict[str, list[str]] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, _, rest = line.partition(":")
+        name = name.strip()
+        if not name:
+            raise ValueError(f"{path}, line {number}: expected 'name: synonym, synonym', got {line!r}")
+        if name in mapping:
+            raise ValueError(f"{path}, line {number}: class {name!r} listed twice")
+        mapping[name] = [s.strip() for s in rest.split(",") if s.strip()]
+    return mapping
 
 
 def match_report(predicted: np.ndarray, true_labels: np.ndarray | None = None) -> dict:
-    """Match rate, and label precision against `true_labels` when given."""
+    """How many captions were matched and, against `true_labels`, how precisely.
+
+    Keys: ``n``, ``n_matched``, ``match_rate`` (0.0 for no captions) and, with `true_labels`,
+    ``precision`` (fraction of matched captions whose label is the true one; NaN when none was
+    matched) and ``per_class_precision`` ({class index: precision} over the classes that were
+    predicted at least once)."""
     predicted = np.asarray(predicted)
+    if predicted.ndim != 1 or (predicted.size and not np.issubdtype(predicted.dtype, np.integer)):
+        raise ValueError(f"predicted must be a 1-D integer array, got shape {predicted.shape} dtype {predicted.dtype}")
+    if predicted.size and predicted.min() < -1:
+        raise ValueError(f"predicted holds {predicted.min()}; expected class indices or -1 for dropped")
     matched = predicted >= 0
-    report = {"n": int(len(predicted)), "n_matched": int(matched.sum()),
-              "match_rate": float(matched.mean()) if len(predicted) else 0.0}
-    if true_labels is not None:
-        true_labels = np.asarray(true_labels)
-        if true_labels.shape != predicted.shape:
-            raise ValueError(f"true_labels has shape {true_labels.shape}, predicted {predicted.shape}")
-        correct = predicted[matched] == true_labels[matched]
-        report["precision"] = float(correct.mean()) if matched.any() else float("nan")
-        report["per_class_precision"] = {
-            int(c): float((true_labels[matched & (predicted == c)] == c).mean()) for c in np.unique(predicted[matched])
-        }
+    n = len(predicted)
+    report = {"n": n, "n_matched": int(matched.sum()), "match_rate": float(matched.mean()) if n else 0.0}
+    if true_labels is None:
+        return report
+    true_labels = np.asarray(true_labels)
+    if true_labels.shape != predicted.shape:
+        raise ValueError(f"true_labels has shape {true_labels.shape}, predicted has shape {predicted.shape}")
+    correct = predicted[matched] == true_labels[matched]
+    report["precision"] = float(correct.mean()) if matched.any() else float("nan")
+    report["per_class_precision"] = {
+        int(c): float(correct[predicted[matched] == c].mean()) for c in np.unique(predicted[matched])
+    }
     return report
