@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+from clipshift._progress import progress_bar
 
 from ..models.factory import normalize_images
 from .objectives import get_objective
@@ -97,15 +97,17 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
     steps_per_epoch = len(data) // config.batch_size if drop_last else math.ceil(len(data) / config.batch_size)
     total = steps_per_epoch * config.epochs
     decay, no_decay = _parameter_groups(model)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-    )
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # The fused kernel is ~30% faster per step on CPU than the per-tensor loop (torch >= 2.4).
+    try:
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=True)
+    except (RuntimeError, TypeError):
+        optimizer = torch.optim.AdamW(groups, lr=config.lr)
     warmup = int(config.warmup_fraction * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, total, warmup))
     model.train().to(memory_format=torch.channels_last)
     history, log = [], open(log_path, "a") if log_path else None
-    bar = tqdm(total=total, desc=desc, unit="step", disable=not progress, leave=False)
+    bar = progress_bar(total=total, desc=desc, unit="step", enabled=progress)
     start, images_seen = time.perf_counter(), 0
     try:
         for epoch in range(config.epochs):
@@ -130,9 +132,10 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
                 epoch_loss += loss.item() * len(images)
                 seen += len(images)
                 images_seen += len(images)
-                bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}",
-                                img_s=f"{images_seen / max(time.perf_counter() - start, 1e-9):.0f}")
+                                img_s=f"{images_seen / max(time.perf_counter() - start, 1e-9):.0f}",
+                                refresh=False)
+                bar.update(1)
             record = {"epoch": epoch + 1, "loss": epoch_loss / max(seen, 1), "lr": scheduler.get_last_lr()[0],
                       "seconds": round(time.perf_counter() - start, 2)}
             history.append(record)

@@ -124,8 +124,8 @@ def _choose_k(rng: np.random.Generator, weights: dict[str, float], k: int) -> tu
 
 NARROW = SceneDistribution()
 DIVERSE = SceneDistribution(
-    styles={"photo": 0.4, "sketch": 0.15, "cartoon": 0.15, "pattern": 0.15, "painting": 0.15},
-    factor_rate=0.35,
+    styles={"photo": 0.5, "sketch": 0.125, "cartoon": 0.125, "pattern": 0.125, "painting": 0.125},
+    factor_rate=0.3,
 )
 DISTRIBUTIONS: dict[str, SceneDistribution] = {
     "narrow": NARROW,

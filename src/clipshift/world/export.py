@@ -67,3 +67,26 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     table.to_csv(tmp, index=False)
     tmp.replace(path)
+
+
+def plot_samples(rows: dict[str, "np.ndarray"], path: str | Path, per_row: int = 12) -> Path:
+    """A PNG grid: one row of example images (uint8 (N, H, W, 3)) per named split."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(per_row * 0.75 + 1.4, len(rows) * 0.8 + 0.2))
+    FigureCanvasAgg(fig)
+    for r, (name, images) in enumerate(rows.items()):
+        for c in range(min(per_row, len(images))):
+            ax = fig.add_subplot(len(rows), per_row, r * per_row + c + 1)
+            ax.imshow(images[c], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+    fig.subplots_adjust(left=1.3 / fig.get_figwidth(), right=0.99, top=0.98, bottom=0.02, wspace=0.05, hspace=0.08)
+    path = Path(path)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+    return path

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from clipshift._progress import progress_bar
 
 from .captions import CaptionConfig, write_caption
 from .render import render
@@ -92,7 +92,7 @@ def generate_split(
         (distribution, split, seed, lo, min(lo + chunk, start + n), size, caption_config, len(CLASS_NAMES))
         for lo in range(start, start + n, chunk)
     ]
-    bar = tqdm(total=n, desc=f"world {split}", unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=n, desc=f"world {split}", unit="img", enabled=progress)
     results = []
     if workers == 1 or len(jobs) == 1:
         for job in jobs:
