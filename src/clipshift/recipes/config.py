@@ -1,0 +1,117 @@
+"""Configuration of the quickstart recipe: presets, YAML loading, validation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..train.loop import TrainConfig
+from ..world.distributions import get_distribution
+
+
+@dataclass
+class BaselineRun:
+    """One baseline model: supervised on `narrow`, `train_size` images, `epochs` epochs."""
+
+    train_size: int
+    epochs: int
+
+
+@dataclass
+class QuickstartConfig:
+    seed: int = 0
+    architecture: str = "clipshift-small"
+    image_size: int = 32
+    train_size: int = 8000
+    eval_size: int = 1200
+    adversarial_size: int = 600
+    workers: int = 2
+    supervised: TrainConfig = field(default_factory=lambda: TrainConfig("supervised", epochs=6, batch_size=128, lr=2e-3))
+    contrastive: TrainConfig = field(default_factory=lambda: TrainConfig("contrastive", epochs=10, batch_size=64, lr=2e-3))
+    baselines: list[BaselineRun] = field(default_factory=lambda: [
+        BaselineRun(300, 6), BaselineRun(600, 6), BaselineRun(1200, 6), BaselineRun(2500, 6),
+        BaselineRun(5000, 6), BaselineRun(8000, 2), BaselineRun(8000, 6),
+    ])
+    reference: BaselineRun = field(default_factory=lambda: BaselineRun(4000, 4))
+    diverse_label_source: str = "text_match"  # labels of the supervised diverse model: text_match | true
+    # Per-distribution overrides of the world's registry, e.g.
+    # {"diverse": {"styles": {"photo": 0.7, "sketch": 0.3}, "factor_rate": 0.1}}
+    distributions: dict[str, dict] = field(default_factory=dict)
+
+    def validate(self) -> "QuickstartConfig":
+        for name in ("train_size", "eval_size", "adversarial_size", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if len(self.baselines) < 2:
+            raise ValueError(f"baselines needs at least 2 runs to fit a line, got {len(self.baselines)}")
+        if self.diverse_label_source not in ("text_match", "true"):
+            raise ValueError(f"diverse_label_source must be 'text_match' or 'true', got {self.diverse_label_source!r}")
+        for name in self.distributions:
+            self.distribution(name)
+        self.supervised.validate()
+        self.contrastive.validate()
+        return self
+
+    def distribution(self, name: str):
+        """The world's distribution `name` with this config's overrides applied and validated."""
+        base = get_distribution(name)
+        overrides = self.distributions.get(name, {})
+        known = {f.name for f in fields(base)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"distributions.{name}: unknown keys {unknown}; known: {sorted(known)}")
+        return replace(base, **overrides).validate()
+
+
+TINY = dict(
+    architecture="clipshift-tiny", train_size=2400, eval_size=300, adversarial_size=120, workers=2,
+    supervised=dict(epochs=6, batch_size=64), contrastive=dict(epochs=4, batch_size=64),
+    baselines=[dict(train_size=200, epochs=4), dict(train_size=600, epochs=6),
+               dict(train_size=1200, epochs=6), dict(train_size=2400, epochs=6)],
+    reference=dict(train_size=1200, epochs=4),
+)
+PRESETS: dict[str, dict] = {"default": {}, "tiny": TINY}
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    kwargs = {}
+    base = cls() if cls is not BaselineRun else None
+    for name, value in values.items():
+        default = getattr(base, name) if base is not None else None
+        if is_dataclass(default) and isinstance(value, dict):
+            merged = {**asdict(default), **value}
+            value = _build(type(default), merged, f"{where}.{name}")
+        elif name in ("baselines",):
+            value = [_build(BaselineRun, v, f"{where}.{name}[{i}]") for i, v in enumerate(value)]
+        elif name == "reference":
+            value = _build(BaselineRun, value, f"{where}.{name}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config(preset: str = "default", path: str | Path | None = None, overrides: dict | None = None) -> QuickstartConfig:
+    """A preset, updated by a YAML file, updated by `overrides`; validated."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+    values = dict(PRESETS[preset])
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+        values.update(loaded)
+    values.update(overrides or {})
+    return _build(QuickstartConfig, values, "config").validate()
+
+
+def config_to_yaml(config: QuickstartConfig) -> str:
+    return yaml.safe_dump(asdict(config), sort_keys=False)
