@@ -20,7 +20,7 @@ def test_logit_fit_recovers_a_known_line():
     y = expit(0.8 * logit(x) - 0.5)
     fit = BaselineFit().fit(x, y)
     assert fit.slope_ == pytest.approx(0.8) and fit.intercept_ == pytest.approx(-0.5)
-    assert fit.r2_ == pytest.approx(1) and fit.n_models_ == 5 and fit.residual_std_ == pytest.approx(0, abs=1e-9)
+    assert fit.r2_ == pytest.approx(1) and fit.num_models_ == 5 and fit.residual_std_ == pytest.approx(0, abs=1e-9)
     assert fit.predict([0.5])[0] == pytest.approx(expit(-0.5))
 
 
@@ -115,14 +115,17 @@ def _er(results=None, **kwargs):
 
 def test_table_fits_and_intervals():
     er, fits = _er()
-    assert list(fits.columns) == ["dataset", "transform", "slope", "intercept", "r2", "n_models", "clip_epsilon"]
+    assert list(fits.columns) == ["dataset", "id_dataset", "transform", "slope", "intercept", "r2", "num_models",
+                                  "clip_epsilon"]
+    assert (fits["id_dataset"] == "id").all() and (fits["clip_epsilon"] == CLIP_EPSILON).all()
     f = fits.set_index("dataset")
-    assert list(f.index) == ["s1", "s2", "avg_shifts"] and (f["n_models"] == 6).all()
+    assert list(f.index) == ["s1", "s2", "average"] and (f["num_models"] == 6).all()
     assert f.loc["s1", ["slope", "intercept", "r2"]].tolist() == pytest.approx([1.0, -1.0, 1.0])
     assert f.loc["s2", ["slope", "intercept"]].tolist() == pytest.approx([1.0, -1.5])
-    assert len(er) == 8 * 3 and er.columns[:9].tolist() == ["model", "dataset", "id_accuracy", "shift_accuracy",
-                                                              "baseline_accuracy", "effective_robustness", "ci_low",
-                                                              "ci_high", "is_baseline"]
+    assert len(er) == 8 * 3 and er.columns[:10].tolist() == ["model", "dataset", "id_dataset", "id_accuracy",
+                                                               "shift_accuracy", "baseline_accuracy",
+                                                               "effective_robustness", "ci_low", "ci_high",
+                                                               "is_baseline"]
     row = er.set_index(["model", "dataset"])
     assert row.loc[("online", "s1"), "baseline_accuracy"] == pytest.approx(expit(logit(0.75) - 1))
     assert row.loc[("online", "s1"), "effective_robustness"] == pytest.approx(0, abs=1e-9)
@@ -130,9 +133,9 @@ def test_table_fits_and_intervals():
     for dataset in ("s1", "s2"):
         assert row.loc[("robust", dataset), "effective_robustness"] == pytest.approx(0.15, abs=1e-9)
     # the average of two logit lines is not exactly a logit line, but both models share id accuracy 0.75
-    gap = row.loc[("robust", "avg_shifts"), "effective_robustness"] - row.loc[("online", "avg_shifts"), "effective_robustness"]
-    assert gap == pytest.approx(0.15, abs=1e-9) and abs(row.loc[("online", "avg_shifts"), "effective_robustness"]) < 1e-3
-    for dataset in ("s1", "s2", "avg_shifts"):
+    gap = row.loc[("robust", "average"), "effective_robustness"] - row.loc[("online", "average"), "effective_robustness"]
+    assert gap == pytest.approx(0.15, abs=1e-9) and abs(row.loc[("online", "average"), "effective_robustness"]) < 1e-3
+    for dataset in ("s1", "s2", "average"):
         assert row.loc[("robust", dataset), "ci_low"] > 0.1  # interval excludes 0
     assert row.loc[("b3", "s2"), "is_baseline"] and not row.loc[("robust", "s1"), "is_baseline"]
 
@@ -174,10 +177,10 @@ def test_metadata_carried_through_and_avg_is_mean():
     row = er.set_index(["model", "dataset"])
     assert row.loc[("robust", "s1"), ["group", "objective", "train_distribution"]].tolist() == \
         ["clip", "contrastive", "diverse"]
-    assert row.loc[("b0", "avg_shifts"), "objective"] == "supervised"
+    assert row.loc[("b0", "average"), "objective"] == "supervised"
     for model in ("robust", "b4"):
         mean = results[(results.model == model) & results.dataset.isin(["s1", "s2"])]["value"].mean()
-        assert row.loc[(model, "avg_shifts"), "shift_accuracy"] == pytest.approx(mean)
+        assert row.loc[(model, "average"), "shift_accuracy"] == pytest.approx(mean)
 
 
 def test_model_missing_a_shift_gets_no_avg_row():
@@ -185,7 +188,7 @@ def test_model_missing_a_shift_gets_no_avg_row():
     results = results[~((results.model == "robust") & (results.dataset == "s2"))]
     er, _ = _er(results)
     assert sorted(er.loc[er.model == "robust", "dataset"]) == ["s1"]
-    assert sorted(er.loc[er.model == "online", "dataset"]) == ["avg_shifts", "s1", "s2"]
+    assert sorted(er.loc[er.model == "online", "dataset"]) == ["average", "s1", "s2"]
 
 
 def test_compute_effective_robustness_errors():
@@ -202,9 +205,10 @@ def test_compute_effective_robustness_errors():
     with pytest.raises(ValueError, match=r"duplicate top1 rows for model 'b0' on dataset 'id'"):
         run(pd.concat([results, results.iloc[:1]]), "id", ["s1"], baseline_models=["b0", "b1"])
     partial = results[~((results.model == "b1") & (results.dataset == "s2"))]
-    with pytest.raises(ValueError, match=r"baseline model 'b1' has no top1 result on \['s2'\]"):
+    with pytest.raises(ValueError, match=r"dataset 's2': need at least 2 baseline models with results on "
+                                         r"\['id', 's2'\], got 1"):
         run(partial, "id", ["s1", "s2"], baseline_models=["b0", "b1"])
-    with pytest.raises(ValueError, match=r"baseline model 'ghost' has no top1 result on \['id', 's1'\]"):
+    with pytest.raises(ValueError, match=r"baseline models \['ghost'\] have no top1 results"):
         run(results, "id", ["s1"], baseline_models=["b0", "ghost"])
     percent = results.assign(value=results["value"] * 100)
     with pytest.raises(ValueError, match=r"top1 value 30.0 of model 'b0' on dataset 'id' is not an accuracy"):
@@ -213,6 +217,32 @@ def test_compute_effective_robustness_errors():
         run(results, "id", ["s1", "id"], baseline_models=["b0", "b1"])
     with pytest.raises(ValueError, match=r"confidence must be in \(0, 1\), got 95"):
         run(results, "id", ["s1"], baseline_models=["b0", "b1"], confidence=95)
+
+
+def test_baseline_model_missing_a_shift_is_left_out_of_that_fit_only():
+    results = _results()
+    partial = results[~((results.model == "b1") & (results.dataset == "s2"))]
+    er, fits = _er(partial)
+    assert fits.set_index("dataset")["num_models"].to_dict() == {"s1": 6, "s2": 5, "average": 5}
+    assert sorted(er.loc[er.model == "b1", "dataset"]) == ["s1"]
+
+
+def test_a_shift_can_take_its_own_id_dataset():
+    # imagenet-testbed: ImageNet-R is plotted against ImageNet accuracy on its class subset
+    results = _results()
+    sub = results[results.dataset == "id"].assign(dataset="id-sub", value=lambda d: d["value"] * 0.9)
+    er, fits = _er(pd.concat([results, sub]), id_datasets={"s2": "id-sub"})
+    f = fits.set_index("dataset")
+    assert f.loc["s1", "id_dataset"] == "id" and f.loc["s2", "id_dataset"] == "id-sub"
+    assert f.loc["average", "id_dataset"] == "id"
+    row = er.set_index(["model", "dataset"])
+    assert row.loc[("online", "s2"), "id_accuracy"] == pytest.approx(0.75 * 0.9)
+    assert row.loc[("online", "s2"), "id_dataset"] == "id-sub"
+    x = np.array([0.3, 0.45, 0.6, 0.7, 0.8, 0.9])
+    expected = BaselineFit().fit(0.9 * x, expit(logit(x) - 1.5))
+    assert f.loc["s2", "slope"] == pytest.approx(expected.slope_)
+    with pytest.raises(ValueError, match=r"id_datasets: \['s9'\] are not among the shift datasets"):
+        _er(results, id_datasets={"s9": "id"})
 
 
 def test_probit_transform_end_to_end():
@@ -235,7 +265,7 @@ def test_choose_ticks_fit_the_range():
 def test_plot_writes_one_png_per_dataset(tmp_path):
     er, fits = _er()
     paths = plot_all(er, fits, tmp_path / "figures")
-    assert [p.name for p in paths] == ["er_avg_shifts.png", "er_s1.png", "er_s2.png"]
+    assert [p.name for p in paths] == ["er_average.png", "er_s1.png", "er_s2.png"]
     for path in paths:
         assert path.stat().st_size > 10_000
         with Image.open(path) as image:

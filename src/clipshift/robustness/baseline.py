@@ -23,7 +23,7 @@ class BaselineFit:
     Parameters: `transform` names a registered transform (``"logit"`` or ``"probit"``);
     `clip_epsilon` is how far exact 0 / 1 accuracies are pulled inside (0, 1).
     Fitted attributes: ``slope_``, ``intercept_`` (transformed space), ``r2_`` (of the fit in
-    transformed space; 1.0 when the transformed shift accuracies are all equal), ``n_models_``,
+    transformed space; 1.0 when the transformed shift accuracies are all equal), ``num_models_``,
     ``residual_std_`` (transformed space, ddof 2 when there are more than 2 models).
     """
 
@@ -46,7 +46,7 @@ class BaselineFit:
         residual = ty - (self.slope_ * tx + self.intercept_)
         total = float(((ty - ty.mean()) ** 2).sum())
         self.r2_ = float(1 - (residual**2).sum() / total) if total > 0 else 1.0
-        self.n_models_ = len(x)
+        self.num_models_ = len(x)
         self.residual_std_ = float(residual.std(ddof=min(2, len(x) - 1)))
         return self
 

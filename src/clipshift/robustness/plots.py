@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .baseline import bootstrap_lines
-from .effective import AVG_SHIFTS
+from .effective import AVERAGE
 from .transforms import get_transform
 
 TICK_SETS = (  # finest first; the finest set with at most MAX_TICKS ticks in range is used
@@ -32,6 +32,7 @@ COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e
 BASELINE_COLOUR = "#7f7f7f"
 BAND_DRAWS, BAND_SEED, BAND_LEVEL = 500, 0, 0.95
 FIGSIZE, DPI = (6.4, 5.6), 150  # → 960 × 840 pixels
+MAX_LABELLED = 10  # with more non-baseline models than this, only the ones with the highest ER are named
 
 
 def choose_ticks(p_lo: float, p_hi: float) -> np.ndarray:
@@ -70,31 +71,65 @@ def _error_bars(part: pd.DataFrame, py: np.ndarray, t) -> np.ndarray:
     return np.nan_to_num(np.clip([py - low, high - py], 0, None))  # missing intervals draw no bar
 
 
-def _draw_models(ax, rows: pd.DataFrame, t, label_models: bool) -> None:
+def _labelled(others: pd.DataFrame, label_models) -> set:
+    """Models whose names are written next to their point: all of them (True / "auto" with few
+    models), none (False), or the `MAX_LABELLED` highest effective robustness ("auto" with many)."""
+    if label_models is False:
+        return set()
+    if label_models is True or len(others) <= MAX_LABELLED:
+        return set(others["model"])
+    return set(others.nlargest(MAX_LABELLED, "effective_robustness")["model"])
+
+
+def _draw_models(ax, rows: pd.DataFrame, t, label_models) -> bool:
+    """Scatter baseline and other models; returns whether only some models were labelled."""
     base = rows[rows["is_baseline"].astype(bool)]
-    ax.scatter(t.forward(base["id_accuracy"]), t.forward(base["shift_accuracy"]), color=BASELINE_COLOUR, s=28,
-               label="baseline models", zorder=3)
+    many = len(base) > 60
+    ax.scatter(t.forward(base["id_accuracy"]), t.forward(base["shift_accuracy"]), color=BASELINE_COLOUR,
+               s=8 if many else 28, alpha=0.5 if many else 1.0, lw=0, label=f"baseline models ({len(base)})",
+               zorder=3)
     others = rows[~rows["is_baseline"].astype(bool)]
     groups = others["group"].fillna("other").astype(str) if "group" in others else pd.Series("other", others.index)
+    named = _labelled(others, label_models)
+    crowded = len(others) > 40
+    labels = []
     for i, group in enumerate(sorted(groups.unique())):
         part = others[groups == group]
         px, py = t.forward(part["id_accuracy"]), t.forward(part["shift_accuracy"])
-        ax.errorbar(px, py, yerr=_error_bars(part, py, t), fmt="o", color=COLOURS[i % len(COLOURS)], ms=7,
-                    capsize=3, label=group, zorder=4)
-        if label_models:
-            for name, a, b in zip(part["model"], px, py):
-                ax.annotate(str(name), (a, b), textcoords="offset points", xytext=(5, 4), fontsize=7)
+        ax.errorbar(px, py, yerr=_error_bars(part, py, t), fmt="o", color=COLOURS[i % len(COLOURS)],
+                    ms=4 if crowded else 7, capsize=0 if crowded else 3, elinewidth=0.6 if crowded else 1.0,
+                    alpha=0.8 if crowded else 1.0, label=f"{group} ({len(part)})" if crowded else group, zorder=4)
+        labels += [(str(n), a, b) for n, a, b in zip(part["model"], px, py) if n in named]
+    _place_labels(ax, labels, fontsize=6 if crowded else 7)
+    return 0 < len(named) < len(others)
 
 
-def _set_axes(ax, lo: float, hi: float, t, dataset: str, title) -> None:
+def _place_labels(ax, labels: list, fontsize: float) -> None:
+    """Write model names beside their points without overlapping one another: names go right of
+    the point (left of it in the right quarter of the axes) and are pushed down, in order of
+    height, until they are a line apart; a thin leader joins a moved name to its point."""
+    lo, hi = ax.get_xlim()
+    step = (hi - lo) * fontsize / 300  # about one line of text in data units on a 5.6-inch axes
+    placed = None
+    for name, a, b in sorted(labels, key=lambda item: -item[2]):
+        y = b if placed is None else min(b, placed - step)
+        placed = y
+        left = a > lo + 0.75 * (hi - lo)
+        moved = abs(y - b) > step / 3
+        ax.annotate(name, (a, b), xytext=(a + (hi - lo) * (-0.015 if left else 0.015), y), fontsize=fontsize,
+                    va="center", ha="right" if left else "left", zorder=5,
+                    arrowprops=dict(arrowstyle="-", lw=0.4, color="dimgrey") if moved else None)
+
+
+def _set_axes(ax, lo: float, hi: float, t, dataset: str, id_dataset: str, title) -> None:
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ticks = choose_ticks(float(t.inverse(lo)), float(t.inverse(hi)))
     labels = [f"{100 * v:g}%" for v in ticks]
     ax.set_xticks(t.forward(ticks), labels)
     ax.set_yticks(t.forward(ticks), labels)
-    ax.set_xlabel(f"in-distribution accuracy ({t.name} scale)")
-    ax.set_ylabel(f"{dataset} accuracy ({t.name} scale)")
+    ax.set_xlabel(f"{id_dataset} accuracy, in distribution ({t.name} scale)")
+    ax.set_ylabel(f"{'average shift' if dataset == AVERAGE else dataset} accuracy ({t.name} scale)")
     ax.set_title(title or f"Effective robustness: {dataset}")
     ax.grid(alpha=0.25)
     ax.legend(fontsize=7, loc="upper left")
@@ -116,9 +151,12 @@ def save_png_atomic(fig: Figure, path, dpi: int = DPI) -> Path:
 
 
 def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, *, title=None,
-                              transform: str = "logit", label_models: bool = True) -> Path:
-    """Draw the ER plot of `dataset` (a shift or ``avg_shifts``) from the tables of
-    ``compute_effective_robustness`` to the PNG `path` (960 × 840 px); returns the path."""
+                              transform: str = "logit", label_models="auto") -> Path:
+    """Draw the ER plot of `dataset` (a shift or ``average``) from the tables of
+    ``compute_effective_robustness`` to the PNG `path` (960 × 840 px); returns the path.
+
+    `label_models`: True names every non-baseline model, False none, ``"auto"`` all of them when
+    there are at most ``MAX_LABELLED``, else the ``MAX_LABELLED`` with the highest ER."""
     rows = er[er["dataset"] == dataset]
     if rows.empty or dataset not in set(fits["dataset"]):
         raise ValueError(f"dataset {dataset!r} not in er/fits; datasets: {sorted(fits['dataset'])}")
@@ -136,17 +174,26 @@ def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str
     line, band = _fit_curve(fit, rows, grid, t)
     ax.fill_between(grid, band[0], band[1], color="black", alpha=0.12, lw=0, label="95% bootstrap band")
     ax.plot(grid, line, color="black", lw=1.5, label=f"baseline fit (R² {fit['r2']:.2f})")
-    _draw_models(ax, rows, t, label_models)
-    _set_axes(ax, lo, hi, t, dataset, title)
+    if title is None and dataset == AVERAGE:
+        shifts = [str(d) for d in fits["dataset"] if d != AVERAGE]
+        title = "Effective robustness: average over\n" + ", ".join(shifts)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    some = _draw_models(ax, rows, t, label_models)
+    id_dataset = str(rows["id_dataset"].iloc[0]) if "id_dataset" in rows else "in-distribution"
+    _set_axes(ax, lo, hi, t, dataset, id_dataset, title)
+    if some:
+        ax.text(0.99, 0.01, f"named: the {MAX_LABELLED} highest ER", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=7, color="dimgrey")
     fig.tight_layout()
     return save_png_atomic(fig, path)
 
 
 def plot_all(er: pd.DataFrame, fits: pd.DataFrame, out_dir, **kwargs) -> list[Path]:
-    """One ``er_<dataset>.png`` per dataset in `fits` under `out_dir` (created), ``avg_shifts`` first.
+    """One ``er_<dataset>.png`` per dataset in `fits` under `out_dir` (created), ``average`` first.
     Characters other than letters, digits, ``._-`` in a dataset name become ``_`` in the file name."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    datasets = sorted(fits["dataset"], key=lambda d: (d != AVG_SHIFTS, str(d)))
+    datasets = sorted(fits["dataset"], key=lambda d: (d != AVERAGE, str(d)))
     return [plot_effective_robustness(er, fits, d, out_dir / f"er_{re.sub(r'[^A-Za-z0-9._-]', '_', str(d))}.png",
                                       **kwargs) for d in datasets]
