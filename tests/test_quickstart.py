@@ -16,7 +16,7 @@ def run_dir(tmp_path_factory):
 
 def test_run_directory_holds_every_artefact(run_dir):
     for name in ("config.yaml", "results.csv", "er.csv", "fits.csv", "report.md", "metrics.jsonl",
-                 "figures/er_avg_shifts.png", "figures/er_sketch.png", "world/train_diverse.csv",
+                 "figures/er_average.png", "figures/er_sketch.png", "world/train_diverse.csv",
                  "world/test", "checkpoints/contrastive_diverse/model.safetensors"):
         assert (run_dir / name).exists(), name
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["architecture"] == "clipshift-tiny"
@@ -31,7 +31,7 @@ def test_run_directory_holds_every_artefact(run_dir):
 
 def test_the_finding_points_the_right_way_with_a_fixed_seed(run_dir):
     er = pd.read_csv(run_dir / "er.csv")
-    avg = er[er["dataset"] == "avg_shifts"].set_index("model")["effective_robustness"]
+    avg = er[er["dataset"] == "average"].set_index("model")["effective_robustness"]
     assert avg["supervised_diverse"] > avg["supervised_narrow"] + 0.03
     results = pd.read_csv(run_dir / "results.csv").set_index(["model", "dataset"])["value"]
     assert results[("supervised_diverse", "sketch")] > results[("supervised_narrow", "sketch")]

@@ -2,7 +2,7 @@
 
     clipshift quickstart --out runs/quickstart [--preset tiny] [--config FILE] [key=value ...]
     clipshift world --out DIR [--preset tiny] [--config FILE] [key=value ...]
-    clipshift er --results results.csv --id-dataset test --shifts v2,sketch --out DIR
+    clipshift er --results TABLE [--baseline TABLE] [--id-dataset imagenet] [--shifts ...] --out DIR
 """
 
 from __future__ import annotations
@@ -53,25 +53,56 @@ def cmd_world(args) -> int:
     return 0
 
 
+def _id_for(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"--id-for: expected SHIFT=DATASET, got {pair!r}")
+        shift, dataset = (part.strip() for part in pair.split("=", 1))
+        out[shift] = dataset
+    return out
+
+
+def _percent(x: float) -> str:
+    return f"{100 * x:+.1f}"
+
+
 def cmd_er(args) -> int:
-    import pandas as pd
+    import warnings
 
     from .models.factory import atomic_write_text
-    from .robustness import compute_effective_robustness, plot_all
+    from .robustness import effective_robustness, plot_all
+    from .robustness.tables import BASELINE_SELECTORS
+    from .robustness.transforms import CLIP_EPSILON
 
-    results = pd.read_csv(args.results)
-    if "group" not in results.columns:
-        raise SystemExit(f"error: {args.results} has no 'group' column marking the baseline models")
-    baseline = sorted(results.loc[results["group"] == "baseline", "model"].unique())
-    shifts = args.shifts.split(",") if args.shifts else sorted(set(results["dataset"]) - {args.id_dataset})
-    er, fits = compute_effective_robustness(results, args.id_dataset, shifts, baseline_models=baseline,
-                                            transform=args.transform)
+    selector = BASELINE_SELECTORS.get(args.baseline_filter, args.baseline_filter)
+    shifts = [s.strip() for s in args.shifts.split(",") if s.strip()] if args.shifts else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        er, fits = effective_robustness(args.results, args.baseline, id_dataset=args.id_dataset, shifts=shifts,
+                                        id_datasets=_id_for(args.id_for), baseline_filter=selector,
+                                        transform=args.transform, n_bootstrap=args.bootstrap, seed=args.seed,
+                                        confidence=args.confidence, return_fits=True)
     out = Path(args.out)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "er.csv", er.to_csv(index=False))
     atomic_write_text(out / "fits.csv", fits.to_csv(index=False))
-    plot_all(er, fits, out / "figures")
-    print(f"wrote {out / 'er.csv'}, {out / 'fits.csv'} and figures under {out / 'figures'}")
+    figures = plot_all(er, fits, out, transform=args.transform)
+
+    print(f"baseline: {int(fits['num_models'].max())} models; {args.transform} fits "
+          f"(accuracies of exactly 0 or 1 clipped to [{CLIP_EPSILON:g}, 1 - {CLIP_EPSILON:g}]):")
+    for fit in fits.itertuples():
+        print(f"  {fit.dataset:<18} vs {fit.id_dataset:<12} slope {fit.slope:6.3f}  intercept {fit.intercept:7.3f}"
+              f"  R² {fit.r2:.3f}  ({fit.num_models} models)")
+    if er.attrs.get("skipped_shifts"):
+        print(f"skipped (fewer than 2 baseline models with results): {', '.join(er.attrs['skipped_shifts'])}")
+    avg = er[(er["dataset"] == "average") & ~er["is_baseline"]].nlargest(args.top, "effective_robustness")
+    if len(avg):
+        print(f"highest average effective robustness (pp, {100 * args.confidence:g}% interval):")
+        for row in avg.itertuples():
+            print(f"  {_percent(row.effective_robustness):>6} [{_percent(row.ci_low)}, {_percent(row.ci_high)}]  "
+                  f"{row.model}  (id {100 * row.id_accuracy:.1f}%, shifts {100 * row.shift_accuracy:.1f}%)")
+    print(f"wrote {out / 'er.csv'}, {out / 'fits.csv'} and {len(figures)} plots in {out}")
     return 0
 
 
@@ -86,12 +117,27 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--out", required=True, help="folder for the CSVs and ImageFolder trees")
     _add_config_args(world)
     world.set_defaults(func=cmd_world)
-    er = sub.add_parser("er", help="effective robustness from a long results.csv with a 'group' column")
-    er.add_argument("--results", required=True, type=Path)
-    er.add_argument("--id-dataset", default="test")
-    er.add_argument("--shifts", help="comma-separated shift datasets (default: all others)")
+    er = sub.add_parser("er", help="effective robustness of every model in a results table above a baseline",
+                        description="Effective robustness (Taori et al. 2020) from this project's results.csv or a "
+                                    "published table: open_clip's openclip_results.csv, a folder of timm "
+                                    "results-*.csv files, CLIP_benchmark JSON (a file or a folder).")
+    er.add_argument("--results", required=True, type=Path, help="results table (file or folder)")
+    er.add_argument("--baseline", type=Path,
+                    help="table of baseline models (default: rows of --results whose group is 'baseline')")
+    er.add_argument("--baseline-filter",
+                    help="keep baseline models whose id matches this regular expression, or 'in1k-only' "
+                         "(timm models trained on ImageNet-1k alone, by their pretrained tag)")
+    er.add_argument("--id-dataset", default="imagenet", help="in-distribution dataset (default: imagenet)")
+    er.add_argument("--id-for", action="append", metavar="SHIFT=DATASET",
+                    help="another id dataset for one shift, e.g. imagenet-r=imagenet-r-classes (repeatable)")
+    er.add_argument("--shifts", help="comma-separated shift datasets (default: the natural shifts present for "
+                                     "imagenet, else every other dataset)")
     er.add_argument("--transform", default="logit", choices=("logit", "probit"))
-    er.add_argument("--out", required=True)
+    er.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    er.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
+    er.add_argument("--seed", type=int, default=0)
+    er.add_argument("--top", type=int, default=10, help="models listed in the printed summary (default 10)")
+    er.add_argument("--out", required=True, type=Path, help="folder for er.csv, fits.csv and the plots")
     er.set_defaults(func=cmd_er)
     return parser
 

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..models.factory import atomic_write_text
 
-AVG = "avg_shifts"
+AVG = "average"
 TWINS = (("supervised_diverse", "supervised_narrow"), ("contrastive_diverse", "contrastive_narrow"))
 
 
@@ -80,7 +80,7 @@ def write_report(run_dir: Path, config, results, er, fits, facts, figures) -> Pa
                    for name, m in facts["text_match"].items()]
     adv = facts["adversarial"]
     fit_lines = [f"- `{r.dataset}`: slope {r.slope:.3f}, intercept {r.intercept:.3f}, R² {r.r2:.3f}, "
-                 f"{int(r.n_models)} baseline models" for r in fits.itertuples()]
+                 f"{int(r.num_models)} baseline models" for r in fits.itertuples()]
     figure_lines = [f"![{Path(p).stem}](figures/{Path(p).name})" for p in figures]
     text = f"""# clipshift quickstart: does data determine robustness?
 
