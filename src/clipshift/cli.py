@@ -2,6 +2,7 @@
 
     clipshift quickstart --out runs/quickstart [--preset tiny] [--config FILE] [key=value ...]
     clipshift world --out DIR [--preset tiny] [--config FILE] [key=value ...]
+    clipshift eval --model M [--pretrained P] [--datasets a,b] --data-root DIR --out DIR
     clipshift er --results TABLE [--baseline TABLE] [--id-dataset imagenet] [--shifts ...] --out DIR
 """
 
@@ -106,6 +107,56 @@ def cmd_er(args) -> int:
     return 0
 
 
+def _dataset_roots(pairs: list[str] | None) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise ValueError(f"--dataset-root: expected NAME=DIR, got {pair!r}")
+        name, root = pair.split("=", 1)
+        out[name.strip()] = Path(root)
+    return out
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from .data.imagenet import IMAGENET_SUITES, open_suite
+    from .evaluate.real import (append_results, default_device, evaluate_model, init_distributed_from_env,
+                                resolve_templates)
+    from .models.load import load_model
+
+    rank, size = init_distributed_from_env()
+    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    unknown = [d for d in names if d not in IMAGENET_SUITES]
+    if unknown:
+        raise ValueError(f"--datasets: unknown {unknown}; known: {', '.join(IMAGENET_SUITES)}")
+    roots = _dataset_roots(args.dataset_root)
+    if args.data_root is None and any(d not in roots for d in names):
+        raise ValueError("give --data-root DIR (the folder where the datasets are unpacked) or "
+                         "--dataset-root NAME=DIR for every dataset")
+    suites = [open_suite(d, roots.get(d), data_root=args.data_root) for d in names]
+    model = load_model(args.model, args.pretrained)
+    if args.name:
+        model.name = args.name
+    device = torch.device(args.device) if args.device != "auto" else default_device()
+    out = Path(args.out)
+    cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
+    templates = resolve_templates(args.templates) if model.kind == "clip" else None
+    rows = evaluate_model(model, suites, templates=templates, cache_dir=None if args.no_cache else cache,
+                          batch_size=args.batch_size, workers=args.workers, device=device, strict=args.strict,
+                          amp=not args.no_amp, progress=not args.quiet,
+                          extra={"group": args.group} if args.group else None)
+    if rank == 0:
+        append_results(rows, out / "results.csv")
+        for row in rows:
+            if row["metric"] == "top1":
+                skipped = f", {row['images_skipped']} undecodable images skipped" if row["images_skipped"] else ""
+                print(f"{row['model']} on {row['dataset']}: top-1 {100 * row['value']:.2f}% "
+                      f"({row['num_examples']} images{skipped})")
+        print(f"results: {out / 'results.csv'}" + (f" ({size} processes)" if size > 1 else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipshift", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +168,31 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--out", required=True, help="folder for the CSVs and ImageFolder trees")
     _add_config_args(world)
     world.set_defaults(func=cmd_world)
+    ev = sub.add_parser("eval", help="evaluate an open_clip / timm / clipshift model on ImageNet and its shifts",
+                        description="Zero-shot (CLIP) or classifier evaluation on ImageNet-family datasets laid out as "
+                                    "distributed; appends top-1, top-5 and mean per-class recall to OUT/results.csv. "
+                                    "Run under torchrun to shard every dataset across processes.")
+    ev.add_argument("--model", required=True,
+                    help="open_clip name (ViT-B-32), hf-hub:ORG/NAME, timm/ARCH, or a clipshift checkpoint folder")
+    ev.add_argument("--pretrained", help="open_clip / timm pretrained tag, or a local checkpoint file")
+    ev.add_argument("--datasets", default="imagenet,imagenet-v2,imagenet-sketch,imagenet-r,imagenet-a,objectnet",
+                    help="comma-separated suites (default: ImageNet and the five shifts)")
+    ev.add_argument("--data-root", type=Path, help="folder where the datasets are unpacked (standard folder names)")
+    ev.add_argument("--dataset-root", action="append", metavar="NAME=DIR",
+                    help="one dataset's own root, e.g. imagenet-r=/data/imagenet-r (repeatable)")
+    ev.add_argument("--templates", help="openai (80 templates, default), simple, or a file with one per line")
+    ev.add_argument("--out", required=True, type=Path, help="folder of results.csv (appended) and the cache")
+    ev.add_argument("--cache-dir", help="feature and zero-shot-head cache (default OUT/cache)")
+    ev.add_argument("--no-cache", action="store_true", help="neither read nor write the cache")
+    ev.add_argument("--name", help="model id in results.csv (default: name/pretrained)")
+    ev.add_argument("--group", help="value of the group column, e.g. baseline for the ER baseline")
+    ev.add_argument("--batch-size", type=int, default=256)
+    ev.add_argument("--workers", type=int, default=4, help="data-loader worker processes")
+    ev.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    ev.add_argument("--no-amp", action="store_true", help="full precision on GPU")
+    ev.add_argument("--strict", action="store_true", help="an undecodable image is an error instead of skipped")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_eval)
     er = sub.add_parser("er", help="effective robustness of every model in a results table above a baseline",
                         description="Effective robustness (Taori et al. 2020) from this project's results.csv or a "
                                     "published table: open_clip's openclip_results.csv, a folder of timm "

@@ -1,0 +1,191 @@
+"""`clipshift eval`: open_clip / timm / own checkpoints on ImageNet-layout trees, caches, torchrun."""
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import pandas as pd
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from clipshift.cli import main
+from clipshift.data.imagenet import SuiteDataset, imagenet_wnids, open_suite, score
+from clipshift.evaluate import real
+from clipshift.models import convnet  # noqa: F401  (registers the tiny timm convnet)
+from clipshift.models.factory import register_model_configs
+from clipshift.models.load import load_model
+from clipshift.robustness import effective_robustness, read_results
+
+WNIDS = [imagenet_wnids()[i] for i in (0, 1, 207, 417, 980)]
+
+
+def _images(folder: Path, n: int, rng, ext: str = ".JPEG") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        array = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
+        Image.fromarray(array).save(folder / f"img_{i}{ext}", format="JPEG")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """imagenet/val (5 wnids, 3 images each, plus one corrupt JPEG) and imagenet-r (3 wnids + README)."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for wnid in WNIDS:
+        _images(root / "imagenet" / "val" / wnid, 3, rng)
+    (root / "imagenet" / "val" / WNIDS[0] / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    for wnid in WNIDS[1:4]:
+        _images(root / "imagenet-r" / wnid, 2, rng, ".jpg")
+    (root / "imagenet-r" / "README.txt").write_text("ImageNet-R\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict:
+    """A randomly initialised tiny open_clip model and a tiny timm classifier, saved to local files."""
+    folder = tmp_path_factory.mktemp("weights")
+    register_model_configs()
+    torch.manual_seed(0)
+    clip = open_clip.create_model("clipshift-tiny")
+    torch.save(clip.state_dict(), folder / "tiny_clip.pt")
+    classifier = timm.create_model("clipshift_convnet_tiny", num_classes=1000)
+    torch.save(classifier.state_dict(), folder / "tiny_timm.pth")
+    (folder / "templates.txt").write_text("a photo of a {}.\n# comment\nan image of {}.\n")
+    return {"clip": folder / "tiny_clip.pt", "timm": folder / "tiny_timm.pth", "templates": folder / "templates.txt"}
+
+
+def _eval(args: list[str]) -> int:
+    return main(["eval", "--workers", "0", "--batch-size", "4", "--quiet", *args])
+
+
+def test_eval_clip_from_local_file_then_cache_and_templates(data_root, weights, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    args = ["--model", "clipshift-tiny", "--pretrained", str(weights["clip"]), "--datasets", "imagenet,imagenet-r",
+            "--data-root", str(data_root), "--out", str(out), "--templates", str(weights["templates"])]
+    assert _eval(args) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["metric"]) == {"top1", "top5", "mean_per_class_recall"}
+    row = results.set_index(["dataset", "metric"])
+    assert row.loc[("imagenet", "top1"), "num_examples"] == 15 and row.loc[("imagenet", "top1"), "images_skipped"] == 1
+    assert row.loc[("imagenet-r", "top1"), "num_examples"] == 6 and row.loc[("imagenet-r", "top1"), "images_skipped"] == 0
+    assert (results["model"] == "clipshift-tiny/tiny_clip.pt").all()
+    assert results["value"].between(0, 1).all()
+    assert "undecodable images skipped" in capsys.readouterr().out
+
+    # the same numbers by hand: encode, zero-shot head from the same prompts, masked scoring
+    model = load_model("clipshift-tiny", str(weights["clip"]))
+    names = real.imagenet_class_names()
+    prompts = ["a photo of a {}.", "an image of {}."]
+    with torch.no_grad():
+        text = torch.nn.functional.normalize(model.module.encode_text(model.tokenizer(
+            [t.format(n) for n in names for t in prompts])), dim=-1).view(1000, 2, -1).mean(1)
+        head = torch.nn.functional.normalize(text, dim=-1).T
+        suite = open_suite("imagenet-r", data_root=data_root)
+        ds = SuiteDataset(suite, model.preprocess)
+        images = torch.stack([ds[i][0] for i in range(len(ds))])
+        feats = torch.nn.functional.normalize(model.module.encode_image(images), dim=-1)
+    expected = score(feats @ head, torch.tensor(suite.targets), suite)
+    assert row.loc[("imagenet-r", "top1"), "value"] == pytest.approx(expected["top1"])
+    assert row.loc[("imagenet-r", "top5"), "value"] == pytest.approx(expected["top5"])
+
+    # warm cache: other templates re-score without encoding a single image
+    def no_encoding(*a, **k):
+        raise AssertionError("images were encoded again despite the feature cache")
+    monkeypatch.setattr(real, "_encode_shard", no_encoding)
+    assert _eval([*args[:-2], "--templates", "simple"]) == 0
+    again = pd.read_csv(out / "results.csv")
+    assert len(again) == len(results)  # the (model, dataset, metric) rows were replaced, not duplicated
+    assert (again["templates"] == f"{len(real.resolve_templates('simple'))} templates").all()
+    assert len(list((out / "cache" / "features").glob("*.safetensors"))) == 2
+    assert len(list((out / "cache" / "heads").glob("*.safetensors"))) == 2
+
+
+def test_eval_timm_classifier_matches_a_hand_computed_score(data_root, weights, tmp_path):
+    out = tmp_path / "out"
+    assert _eval(["--model", "timm/clipshift_convnet_tiny", "--pretrained", str(weights["timm"]),
+                  "--datasets", "imagenet-r", "--data-root", str(data_root), "--out", str(out),
+                  "--group", "baseline", "--no-cache"]) == 0
+    results = pd.read_csv(out / "results.csv").set_index("metric")
+    assert results.loc["top1", "model"] == "clipshift_convnet_tiny/tiny_timm"
+    assert results.loc["top1", "group"] == "baseline" and results.loc["top1", "kind"] == "classifier"
+    model = load_model("timm/clipshift_convnet_tiny", str(weights["timm"]))
+    suite = open_suite("imagenet-r", data_root=data_root)
+    ds = SuiteDataset(suite, model.preprocess)
+    with torch.no_grad():
+        logits = model.module(torch.stack([ds[i][0] for i in range(len(ds))]))
+    # masked: only the 3 wnids present compete, even where another class has the largest logit
+    subset = logits[:, suite.class_indices]
+    predicted = torch.tensor(suite.class_indices)[subset.argmax(1)]
+    truth = torch.tensor([suite.target_classes[t][0] for t in suite.targets])
+    assert results.loc["top1", "value"] == pytest.approx((predicted == truth).float().mean().item())
+    assert results.loc["top5", "value"] == 1.0  # 3 scored classes: the truth is always among the best 5
+
+
+def test_eval_results_feed_er(data_root, weights, tmp_path):
+    out = tmp_path / "out"
+    assert _eval(["--model", "clipshift-tiny", "--pretrained", str(weights["clip"]), "--datasets",
+                  "imagenet,imagenet-r", "--data-root", str(data_root), "--out", str(out), "--templates", "simple"]) == 0
+    table = read_results(out / "results.csv")
+    assert set(table["dataset"]) == {"imagenet", "imagenet-r"}
+    baseline = pd.DataFrame([{"model": f"b{i}", "dataset": d, "metric": "top1", "value": v, "num_examples": 100}
+                             for i, x in enumerate([0.2, 0.4, 0.6]) for d, v in (("imagenet", x),
+                                                                               ("imagenet-r", x / 2))])
+    er = effective_robustness(out / "results.csv", baseline, shifts=["imagenet-r"])
+    assert "clipshift-tiny/tiny_clip.pt" in set(er["model"])
+
+
+def test_eval_errors(data_root, weights, tmp_path, capsys):
+    assert _eval(["--model", "clipshift-tiny", "--pretrained", str(weights["clip"]), "--datasets", "imagenet-x",
+                  "--data-root", str(data_root), "--out", str(tmp_path)]) == 2
+    assert "unknown ['imagenet-x']" in capsys.readouterr().err
+    assert _eval(["--model", "clipshift-tiny", "--pretrained", str(weights["clip"]), "--datasets", "imagenet-sketch",
+                  "--data-root", str(data_root), "--out", str(tmp_path)]) == 2
+    assert "expected folder sketch/ under the data root" in capsys.readouterr().err
+    assert _eval(["--model", "clipshift-tiny", "--pretrained", str(tmp_path / "missing.pt"), "--datasets",
+                  "imagenet", "--data-root", str(data_root), "--out", str(tmp_path)]) == 2
+    assert "no such checkpoint file" in capsys.readouterr().err
+    assert _eval(["--model", "ViT-Q-99", "--pretrained", "openai", "--datasets", "imagenet",
+                  "--data-root", str(data_root), "--out", str(tmp_path)]) == 2
+    assert "unknown open_clip model 'ViT-Q-99'" in capsys.readouterr().err
+    assert _eval(["--model", "timm/clipshift_convnet_tiny", "--datasets", "imagenet",
+                  "--data-root", str(data_root), "--out", str(tmp_path)]) == 2
+    assert "needs --pretrained" in capsys.readouterr().err
+    assert _eval(["--model", "clipshift-tiny", "--pretrained", str(weights["clip"]), "--datasets", "imagenet",
+                  "--data-root", str(data_root), "--out", str(tmp_path), "--strict", "--no-cache"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot decode image" in err and "broken.JPEG" in err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_two_processes_give_the_same_numbers(data_root, weights, tmp_path):
+    common = ["eval", "--model", "timm/clipshift_convnet_tiny", "--pretrained", str(weights["timm"]),
+              "--datasets", "imagenet,imagenet-r", "--data-root", str(data_root), "--workers", "0",
+              "--batch-size", "4", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "one"), "--no-cache"]) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                          "-m", "clipshift.cli", *common, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "(2 processes)" in run.stdout
+    one = pd.read_csv(tmp_path / "one" / "results.csv")
+    two = pd.read_csv(tmp_path / "two" / "results.csv")
+    key = ["model", "dataset", "metric"]
+    merged = one.merge(two, on=key, suffixes=("_1", "_2"))
+    assert len(merged) == len(one) == 6
+    assert np.allclose(merged["value_1"], merged["value_2"], atol=1e-6)
+    assert (merged["num_examples_1"] == merged["num_examples_2"]).all()
+    assert (merged["images_skipped_1"] == merged["images_skipped_2"]).all()
+    assert len(list((tmp_path / "two" / "cache" / "features").glob("*.safetensors"))) == 2  # rank 0 wrote it
