@@ -125,5 +125,7 @@ def test_objectives_reject_missing_inputs():
         train(model, data, TrainConfig("supervised", epochs=1), progress=False)
     with pytest.raises(ValueError, match="'contrastive' needs captions"):
         train(model, data, TrainConfig("contrastive", epochs=1), progress=False)
-    with pytest.raises(ValueError, match="unknown objective 'simclr'"):
-        TrainConfig("simclr").validate()
+    with pytest.raises(ValueError, match="unknown objective 'byol'"):
+        TrainConfig("byol").validate()
+    with pytest.raises(ValueError, match="'simclr' needs a SimCLR model"):
+        train(model, data, TrainConfig("simclr", epochs=1), progress=False)

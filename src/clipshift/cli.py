@@ -2,6 +2,7 @@
 
     clipshift quickstart --out runs/quickstart [--preset tiny] [--config FILE] [key=value ...]
     clipshift world --out DIR [--preset tiny] [--config FILE] [key=value ...]
+    clipshift train CONFIG.yaml [key=value ...] [--resume]
     clipshift eval --model M [--pretrained P] [--datasets a,b] --data-root DIR --out DIR
     clipshift er --results TABLE [--baseline TABLE] [--id-dataset imagenet] [--shifts ...] --out DIR
 """
@@ -157,6 +158,18 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .recipes.train import load_train_config, run_training
+
+    config = load_train_config(args.config, _overrides(args.overrides))
+    final = run_training(config, resume=args.resume, progress=not args.quiet)
+    from .evaluate.real import world
+
+    if world()[0] == 0:
+        print(f"model: {final}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipshift", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -168,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     world.add_argument("--out", required=True, help="folder for the CSVs and ImageFolder trees")
     _add_config_args(world)
     world.set_defaults(func=cmd_world)
+    tr = sub.add_parser("train", help="train one model (contrastive, supervised, simclr, finetune) from a YAML config",
+                        description="Train one model on a weighted mixture of data sources; see "
+                                    "clipshift.recipes.train for the configuration. Run under torchrun for "
+                                    "data-parallel training; --resume continues exactly from the last checkpoint.")
+    tr.add_argument("config", type=Path, help="YAML configuration")
+    tr.add_argument("overrides", nargs="*", help="dotted key=value settings, e.g. train.epochs=3 objective=supervised")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=cmd_train)
     ev = sub.add_parser("eval", help="evaluate an open_clip / timm / clipshift model on ImageNet and its shifts",
                         description="Zero-shot (CLIP) or classifier evaluation on ImageNet-family datasets laid out as "
                                     "distributed; appends top-1, top-5 and mean per-class recall to OUT/results.csv. "

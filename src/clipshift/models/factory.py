@@ -24,7 +24,7 @@ from torch import nn
 from . import convnet  # noqa: F401  (registers the timm image towers)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
-KINDS = ("clip", "classifier")
+KINDS = ("clip", "classifier", "simclr")
 # Pixel statistics the towers are trained with: images arrive as uint8 and are normalised here.
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -62,11 +62,28 @@ class ImageClassifier(nn.Module):
         return self.head(self.encode_image(images))
 
 
+class SimCLRModel(nn.Module):
+    """Image tower → embedding (B, D) → projection MLP (D → D → D) for SimCLR pre-training; the
+    tower is then reused by a classifier (``ImageClassifier``) for fine-tuning."""
+
+    def __init__(self, visual: nn.Module, embed_dim: int):
+        super().__init__()
+        self.visual = visual
+        self.projection = nn.Sequential(nn.Linear(embed_dim, embed_dim), nn.ReLU(inplace=True),
+                                        nn.Linear(embed_dim, embed_dim))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.visual(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.encode_image(images))
+
+
 @dataclass
 class ModelSpec:
     """What a checkpoint needs to rebuild its model."""
 
-    kind: str  # "clip" or "classifier"
+    kind: str  # "clip", "classifier" or "simclr"
     architecture: str  # an open_clip model name, e.g. "clipshift-small"
     class_names: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +110,8 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
     if spec.kind == "clip":
         return clip
     embed_dim = open_clip.get_model_config(spec.architecture)["embed_dim"]
+    if spec.kind == "simclr":
+        return SimCLRModel(clip.visual, embed_dim)
     return ImageClassifier(clip.visual, embed_dim, len(spec.class_names))
 
 

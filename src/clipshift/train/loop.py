@@ -1,46 +1,74 @@
-"""One training loop for every objective: AdamW, warm-up + cosine schedule, clipping, logging.
+"""One training loop for every objective: AdamW, warm-up + cosine schedule, gradient
+accumulation and clipping, ``torchrun`` data parallelism, atomic checkpoints with exact resume.
 
 Data arrive as tensors in memory (:class:`TrainData`): the embedded world and other small
 datasets fit in RAM, so there is no per-step decoding. The objective decides which fields
-it needs (captions for ``contrastive``, labels for ``supervised``).
+it needs (captions for ``contrastive``, labels for ``supervised``, images only for ``simclr``).
+
+Determinism: one ``torch.Generator`` seeded with ``config.seed`` draws each epoch's order and
+every augmentation, in the same sequence whatever the number of processes; a checkpoint stores
+it (with the epoch's order, the optimizer, the schedule and the global RNG), so a resumed run
+continues exactly where the interrupted one was. Under ``torchrun`` each rank takes every
+world-size-th row of the global batch and gradients are averaged (DDP), so the global batch and
+the loss curve are those of one process (up to float reduction order).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from clipshift._progress import progress_bar
 
-from ..models.factory import normalize_images
+from ..models.factory import ModelSpec, atomic_write_text, normalize_images, save_checkpoint
 from .objectives import get_objective
+
+LATEST = "latest"  # text file in the checkpoint folder naming the newest complete checkpoint
 
 
 @dataclass
 class TrainConfig:
     objective: str = "supervised"
     epochs: int = 10
-    batch_size: int = 256
+    batch_size: int = 256  # global batch (all processes together)
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05
     label_smoothing: float = 0.0
     grad_clip: float = 1.0
+    grad_accum: int = 1  # micro-batches per optimizer step
     augment: bool = True
     seed: int = 0
+    checkpoint_every: int = 0  # optimizer steps between checkpoints (0: only at the end, when a folder is given)
+    amp: bool = True  # bf16 autocast on GPU; ignored on CPU
+    gather_with_grad: bool = True  # contrastive under DDP: gather features with gradients (the global loss)
+    local_loss: bool = False  # contrastive under DDP: each rank's rows against all (open_clip's --local-loss)
+    temperature: float = 0.2  # simclr NT-Xent temperature
+    log_every: int = 0  # write the loss to the log every this many steps (0: once per epoch)
 
     def validate(self) -> "TrainConfig":
         get_objective(self.objective)
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("epochs", "batch_size", "grad_accum"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer of at least 1, got {value!r}")
         if self.lr <= 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if self.log_every < 0:
+            raise ValueError(f"log_every must be >= 0, got {self.log_every}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
         return self
 
 
@@ -64,18 +92,28 @@ class TrainData:
         return out
 
 
-def augment(images: torch.Tensor, generator: torch.Generator, max_shift: int = 3) -> torch.Tensor:
-    """Random horizontal flip and translation by up to `max_shift` pixels (edge-replicated)."""
-    b, _, h, w = images.shape
+def augment_params(b: int, generator: torch.Generator, max_shift: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random flips (B,) and translations (B, 2) for a batch of `b` images."""
     flip = torch.rand(b, generator=generator) < 0.5
-    images = torch.where(flip.view(b, 1, 1, 1), images.flip(3), images)
     shift = torch.randint(-max_shift, max_shift + 1, (b, 2), generator=generator)
+    return flip, shift
+
+
+def apply_augment(images: torch.Tensor, flip: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Flip and translate each image (edge-replicated) by its parameters from :func:`augment_params`."""
+    b, _, h, w = images.shape
+    images = torch.where(flip.view(b, 1, 1, 1), images.flip(3), images)
     rows = (torch.arange(h).view(1, h) + shift[:, :1]).clamp(0, h - 1)  # (B, H)
     cols = (torch.arange(w).view(1, w) + shift[:, 1:]).clamp(0, w - 1)  # (B, W)
     batch_index = torch.arange(b).view(b, 1, 1)
     # (B, H, W, C) gather of shifted rows and columns, back to (B, C, H, W)
     moved = images.permute(0, 2, 3, 1)[batch_index, rows.view(b, h, 1), cols.view(b, 1, w)]
     return moved.permute(0, 3, 1, 2)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator, max_shift: int = 3) -> torch.Tensor:
+    """Random horizontal flip and translation by up to `max_shift` pixels (edge-replicated)."""
+    return apply_augment(images, *augment_params(len(images), generator, max_shift))
 
 
 def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
@@ -86,9 +124,74 @@ def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progress=True, desc="train"):
-    """Train `model` in place on `data`; return the list of logged metrics (one dict per epoch)."""
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; the message names the last good checkpoint."""
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------------
+
+def latest_checkpoint(folder) -> Path | None:
+    """The newest complete checkpoint under `folder` (named by its ``latest`` file), or None."""
+    marker = Path(folder) / LATEST
+    if not marker.is_file():
+        return None
+    path = Path(folder) / marker.read_text().strip()
+    return path if (path / "state.pt").is_file() else None
+
+
+def save_training_state(folder, step: int, model, spec: ModelSpec, optimizer, scheduler, generator,
+                        order: torch.Tensor, epoch: int, history: list, keep: int = 2) -> Path:
+    """Write ``folder/step-XXXXXXX/`` (weights in safetensors, ``model.json``, ``state.pt`` with the
+    optimizer, schedule, step, epoch order and RNG states) through a temporary folder and a rename,
+    then point ``folder/latest`` at it; older checkpoints beyond the newest `keep` are removed."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:07d}"
+    tmp = folder / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_checkpoint(model, spec, tmp)
+    torch.save({"step": step, "epoch": epoch, "order": order, "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
+                "torch_rng": torch.get_rng_state(), "history": json.dumps(history)}, tmp / "state.pt")
+    final = folder / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    atomic_write_text(folder / LATEST, name + "\n")
+    done = sorted(p for p in folder.glob("step-*") if p.is_dir())
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_training_state(path) -> dict:
+    """The ``state.pt`` of a checkpoint folder (``weights_only=True``: nothing is unpickled)."""
+    return torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=True)
+
+
+# --- the loop --------------------------------------------------------------------------------------------------
+
+def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progress=True, desc="train",
+          checkpoint_dir=None, spec: ModelSpec | None = None, resume: bool = False):
+    """Train `model` in place on `data`; return the list of logged metrics (one dict per epoch).
+
+    With `checkpoint_dir` (and the model's `spec`), a checkpoint is written every
+    ``config.checkpoint_every`` optimizer steps and at the end; with `resume`, training continues
+    from the newest one there, exactly (same data order, augmentations, optimizer state)."""
+    from safetensors.torch import load_file
+
     config.validate()
+    rank, world = _world()
+    if config.batch_size % (world * config.grad_accum):
+        raise ValueError(f"batch_size {config.batch_size} must be divisible by processes x grad_accum "
+                         f"= {world} x {config.grad_accum}")
+    if checkpoint_dir is not None and spec is None:
+        raise ValueError("checkpoint_dir needs the model's spec (ModelSpec) to write loadable checkpoints")
     objective = get_objective(config.objective)(config)
     objective.check(model, data)
     generator = torch.Generator().manual_seed(config.seed)
@@ -105,48 +208,116 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
     warmup = int(config.warmup_fraction * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, total, warmup))
+    device = next(model.parameters()).device
     model.train().to(memory_format=torch.channels_last)
-    history, log = [], open(log_path, "a") if log_path else None
-    bar = progress_bar(total=total, desc=desc, unit="step", enabled=progress)
-    start, images_seen = time.perf_counter(), 0
+    history, step, order = [], 0, None
+    if resume and checkpoint_dir is not None and (found := latest_checkpoint(checkpoint_dir)) is not None:
+        model.load_state_dict(load_file(found / "model.safetensors"))
+        state = load_training_state(found)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        step, order, history = int(state["step"]), state["order"], json.loads(state["history"])
+    trained = model
+    if world > 1:
+        trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
+                                                            else None)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+    log = open(log_path, "a") if log_path and rank == 0 else None
+    bar = progress_bar(total=total, desc=desc, unit="step", enabled=progress and rank == 0, initial=step)
+    start, images_seen, last_good = time.perf_counter(), 0, latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    micro = config.batch_size // (world * config.grad_accum)
     try:
-        for epoch in range(config.epochs):
-            order = torch.randperm(len(data), generator=generator)
+        for epoch in range(step // steps_per_epoch, config.epochs):
+            if order is None or step % steps_per_epoch == 0:
+                order = torch.randperm(len(data), generator=generator)
             epoch_loss, seen = 0.0, 0
-            for step in range(steps_per_epoch):
-                batch = data.batch(order[step * config.batch_size : (step + 1) * config.batch_size])
-                images = batch["images"]
-                if config.augment:
-                    images = augment(images, generator)
-                batch["images"] = normalize_images(images)
-                loss = objective.loss(model, batch)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch}, step {step}")
+            for in_epoch in range(step % steps_per_epoch, steps_per_epoch):
+                rows = order[in_epoch * config.batch_size : (in_epoch + 1) * config.batch_size]
+                params = augment_params(len(rows), generator) if config.augment else None
+                local = torch.arange(rank, len(rows), world)
+                batch_loss = torch.zeros((), device=device)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                for m in range(config.grad_accum):
+                    part = local[m * micro : (m + 1) * micro] if len(rows) == config.batch_size else \
+                        local[m::config.grad_accum]
+                    if len(part) == 0:
+                        continue
+                    batch = data.batch(rows[part])
+                    images = batch["images"]
+                    if params is not None:
+                        images = apply_augment(images, params[0][part], params[1][part])
+                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+                    batch["images"] = normalize_images(images.to(device))
+                    weight = len(part) / len(local)
+                    sync = m == config.grad_accum - 1 or world == 1
+                    context = trained.no_sync() if world > 1 and not sync else _null()
+                    with context, autocast:
+                        loss = objective.loss(trained, batch, generator=_view_generator(config, step, rank, m)) * weight
+                    with context:
+                        loss.backward()
+                    batch_loss += loss.detach()
+                if world > 1:
+                    dist.all_reduce(batch_loss)
+                    batch_loss /= world
+                value = batch_loss.item()
+                if not math.isfinite(value):
+                    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
+                    raise TrainingDiverged(f"{desc}: loss became {value} at step {step + 1} (epoch {epoch + 1}); "
+                                           f"training stopped, {where}. Try a lower lr or grad_clip.")
                 if config.grad_clip:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
                 scheduler.step()
                 objective.after_step(model)
-                epoch_loss += loss.item() * len(images)
-                seen += len(images)
-                images_seen += len(images)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}",
-                                img_s=f"{images_seen / max(time.perf_counter() - start, 1e-9):.0f}",
-                                refresh=False)
+                step += 1
+                epoch_loss += value * len(rows)
+                seen += len(rows)
+                images_seen += len(rows)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{value:.3f}",
+                                img_s=f"{images_seen / max(time.perf_counter() - start, 1e-9):.0f}", refresh=False)
                 bar.update(1)
+                if log and config.log_every and step % config.log_every == 0:
+                    log.write(json.dumps({"run": desc, "step": step, "loss": value,
+                                          "lr": scheduler.get_last_lr()[0]}) + "\n")
+                if checkpoint_dir is not None and config.checkpoint_every and step % config.checkpoint_every == 0 \
+                        and step < total:
+                    if rank == 0:
+                        last_good = save_training_state(checkpoint_dir, step, model, spec, optimizer, scheduler,
+                                                        generator, order, epoch, history)
+                    if world > 1:
+                        dist.barrier()
             record = {"epoch": epoch + 1, "loss": epoch_loss / max(seen, 1), "lr": scheduler.get_last_lr()[0],
                       "seconds": round(time.perf_counter() - start, 2)}
             history.append(record)
             if log:
                 log.write(json.dumps({"run": desc, **record}) + "\n")
                 log.flush()
+        if checkpoint_dir is not None and rank == 0:
+            save_training_state(checkpoint_dir, step, model, spec, optimizer, scheduler, generator,
+                                order if order is not None else torch.empty(0, dtype=torch.long),
+                                config.epochs - 1, history)
     finally:
         bar.close()
         if log:
             log.close()
     return history
+
+
+def _view_generator(config: TrainConfig, step: int, rank: int, micro: int) -> torch.Generator:
+    """Generator for an objective's own random draws (simclr's views) at one step: seeded by the
+    step, so it is reproducible on resume and leaves the loop's generator in step across ranks."""
+    return torch.Generator().manual_seed(((config.seed * 1_000_003 + step) * 1_009 + rank) * 17 + micro)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _parameter_groups(model):
