@@ -195,3 +195,57 @@ def test_simclr_then_finetune_on_text_matched_labels(tmp_path):
     assert not torch.allclose(dict(fresh.visual.named_parameters())["trunk.stem.0.weight"],
                               tuned_params["trunk.stem.0.weight"])
     assert main(["train", str(_config(tmp_path, "bad", objective="finetune")), "--quiet"]) == 2
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    from clipshift.data.shards import write_shards
+    from clipshift.world.distributions import get_distribution
+    from clipshift.world.generate import generate_split
+
+    folder = tmp_path_factory.mktemp("shards")
+    patterns = {}
+    for name in ("narrow", "sketch"):
+        split = generate_split(get_distribution(name), 120, split="train", seed=3, size=32, progress=False)
+        patterns[name] = write_shards(split.images, split.captions, folder / name, labels=split.labels, per_shard=50)
+    return patterns
+
+
+def test_shard_stream_is_seeded_mixed_by_weight_and_skippable(shards):
+    from clipshift.data.shards import ShardStream, expand_shards
+
+    assert len(expand_shards(shards["narrow"])) == 3  # 120 samples, 50 per shard
+    a = ShardStream([shards["narrow"], shards["sketch"]], [3, 1], seed=1, buffer=40)
+    b = ShardStream([shards["narrow"], shards["sketch"]], [3, 1], seed=1, buffer=40)
+    first = a.next_batch(400)
+    assert [s["__key__"] for s in first] == [s["__key__"] for s in b.next_batch(400)]
+    share = np.mean([s["__source__"] == 0 for s in first])
+    assert 0.68 < share < 0.82  # 3:1 mixture
+    keys = [s["__key__"] for s in first if s["__source__"] == 0][:120]
+    assert len(set(keys)) > 100  # the buffer and shard shuffling do not repeat a few samples
+    c = ShardStream([shards["narrow"], shards["sketch"]], [3, 1], seed=1, buffer=40)
+    c.skip(250)
+    assert [s["__key__"] for s in c.next_batch(150)] == [s["__key__"] for s in first[250:400]]
+    with pytest.raises(FileNotFoundError, match=r"shards of .* not found"):
+        ShardStream([shards["narrow"].replace("00000", "00009")])
+
+
+def test_streamed_training_resumes_exactly(tmp_path, shards):
+    import shutil
+
+    changes = {"objective": "supervised", "labels": "text_match", "samples": 96,
+               "sources": [{"type": "webdataset", "urls": shards["narrow"], "weight": 2, "buffer": 30},
+                           {"type": "webdataset", "urls": shards["sketch"], "weight": 1}],
+               "train": {"epochs": 3, "batch_size": 16, "checkpoint_every": 5}}
+    whole = _config(tmp_path, "whole", **changes)
+    assert main(["train", str(whole), "--quiet"]) == 0
+    assert len(_losses(tmp_path / "whole")) == 18  # 96 // 16 steps per epoch, 3 epochs
+    part = _config(tmp_path, "part", **changes)
+    (tmp_path / "part" / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-0000015", tmp_path / "part" / "checkpoints" / "step-0000015")
+    (tmp_path / "part" / "checkpoints" / "latest").write_text("step-0000015\n")
+    assert main(["train", str(part), "--quiet", "--resume"]) == 0  # fast-forwards the stream by 15 batches
+    a, b = _weights(tmp_path / "whole" / "model"), _weights(tmp_path / "part" / "model")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    bad = _config(tmp_path, "bad", sources=[{"type": "webdataset", "urls": shards["narrow"]}])
+    assert main(["train", str(bad), "--quiet"]) == 2  # no stated epoch length

@@ -64,12 +64,16 @@ def read_caption_table(path, *, sep: str | None = None, filepath_column: str = "
     has `label_column`, ``label`` (ints when every label is an integer, else strings).
 
     Relative paths are resolved against the table's folder; ``sep=None`` means tab for ``.tsv``
-    files and comma otherwise. Every image file must exist (the error gives the count and the
-    first few rows); captions must not be blank."""
+    files and for tables whose header line contains a tab (open_clip's convention), comma
+    otherwise. Every image file must exist (the error gives the count and the first few rows);
+    captions must not be blank."""
     path = Path(path).expanduser().absolute()
     if not path.is_file():
         raise FileNotFoundError(f"caption table not found: {path}")
-    sep = sep if sep is not None else ("\t" if path.suffix.lower() == ".tsv" else ",")
+    if sep is None:  # tab for .tsv files and for any table whose header has tabs (open_clip's default)
+        with open(path, encoding="utf-8", errors="replace") as f:
+            header = f.readline()
+        sep = "\t" if path.suffix.lower() == ".tsv" or "\t" in header else ","
     table = _read_table(path, sep)
     _require_columns(path, table, [filepath_column, caption_column], sep)
     if table.empty:

@@ -10,7 +10,8 @@ A configuration (YAML; every key optional)::
     labels: text_match                   # text_match (from captions) | source (the sources' own labels)
     synonyms: null                       # synonyms file for text matching
     image_size: 32
-    samples: null                        # images per epoch drawn from the mixture (default: all of them)
+    samples: null                        # images per epoch drawn from the mixture (default: all of them;
+                                         # required for webdataset sources, which are streamed)
     seed: 0
     sources:                             # weighted mixture; weights are renormalised
       - {type: world, distribution: narrow, size: 4000, weight: 0.7}
@@ -18,6 +19,7 @@ A configuration (YAML; every key optional)::
       - {type: csv, path: data/train.tsv, filepath_column: filepath, caption_column: title, label_column: null}
       - {type: imagenet_captions, json: imagenet_captions.json, root: /data/imagenet/train,
          fields: [title, description, tags]}
+      - {type: webdataset, urls: "shards/{00000..00127}.tar", weight: 1, buffer: 1000}   # streamed
     train: {epochs: 10, batch_size: 256, lr: 0.002, checkpoint_every: 200, ...}   # TrainConfig
 
 Overrides use dotted keys: ``train.epochs=3 objective=supervised``. The run folder gets
@@ -45,6 +47,7 @@ SOURCE_KEYS = {
     "world": {"distribution", "size", "seed", "weight", "type"},
     "csv": {"path", "sep", "filepath_column", "caption_column", "label_column", "weight", "type"},
     "imagenet_captions": {"json", "root", "fields", "weight", "type", "limit"},
+    "webdataset": {"urls", "weight", "type", "buffer"},
 }
 
 
@@ -80,6 +83,12 @@ class TrainRunConfig:
                 raise ValueError(f"sources[{i}] ({kind}): unknown keys {unknown}; known: {sorted(SOURCE_KEYS[kind])}")
             if float(source.get("weight", 1.0)) <= 0:
                 raise ValueError(f"sources[{i}]: weight must be positive, got {source['weight']!r}")
+        streamed = [s.get("type") == "webdataset" for s in self.sources]
+        if any(streamed) and not all(streamed):
+            raise ValueError("sources: webdataset sources are streamed and cannot be mixed with in-memory ones "
+                             "(world, csv, imagenet_captions); write those as shards too")
+        if any(streamed) and not self.samples:
+            raise ValueError("samples: a stream has no length; state the samples per epoch for webdataset sources")
         if self.objective == "finetune" and not self.init_from:
             raise ValueError("objective 'finetune' needs init_from: the checkpoint folder of a simclr (or other) run")
         self.train.objective = self.objective
@@ -239,6 +248,8 @@ def build_training_data(config: TrainRunConfig, tokenizer, progress: bool = True
     """The mixture of `config.sources` as one :class:`TrainData`, with the fields the objective
     needs, and a summary (images per source, text-match rate)."""
     class_names = class_names_for(config.classes)
+    if config.sources[0]["type"] == "webdataset":
+        return _streaming_data(config, tokenizer, class_names)
     loaded = []
     for source in config.sources:
         kind = source["type"]
@@ -271,15 +282,35 @@ def build_training_data(config: TrainRunConfig, tokenizer, progress: bool = True
             parts.append(part["labels"][torch.from_numpy(p)])
         labels = torch.cat(parts)
     else:
-        matcher = TextMatcher.from_file(config.synonyms, class_names) if config.synonyms else TextMatcher(class_names)
-        if not config.synonyms and config.classes == "world":
-            from ..world.shapes import SYNONYMS
-
-            matcher = TextMatcher(class_names, SYNONYMS)
+        matcher = _matcher(config, class_names)
         labels = torch.from_numpy(matcher.match_many(captions)).long()
         summary["text_match_rate"] = float((labels >= 0).float().mean())
     keep = labels >= 0
     return TrainData(images[keep], labels=labels[keep]), summary
+
+
+def _matcher(config: TrainRunConfig, class_names: list[str]) -> TextMatcher:
+    if config.synonyms:
+        return TextMatcher.from_file(config.synonyms, class_names)
+    if config.classes == "world":
+        from ..world.shapes import SYNONYMS
+
+        return TextMatcher(class_names, SYNONYMS)
+    return TextMatcher(class_names)
+
+
+def _streaming_data(config: TrainRunConfig, tokenizer, class_names: list[str]):
+    from ..data.shards import ShardStream, StreamingData
+
+    stream = ShardStream([s["urls"] for s in config.sources], [float(s.get("weight", 1.0)) for s in config.sources],
+                         seed=config.seed, buffer=int(config.sources[0].get("buffer", 1000)))
+    objective = config.objective
+    needs_labels = objective in ("supervised", "finetune")
+    data = StreamingData(stream, int(config.samples), config.train.batch_size, config.image_size,
+                         tokenizer=tokenizer if objective == "contrastive" else None, need_labels=needs_labels,
+                         labeller=_matcher(config, class_names).match_many
+                         if needs_labels and config.labels == "text_match" else None)
+    return data, {"images": len(data), "streamed": True}
 
 
 def _init_tower(model, directory) -> None:

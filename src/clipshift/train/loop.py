@@ -196,7 +196,10 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
     objective.check(model, data)
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
-    drop_last = objective.drop_last and len(data) > config.batch_size
+    streaming = getattr(data, "streaming", False)
+    if streaming and data.batch_size != config.batch_size:
+        raise ValueError(f"streaming data built for batch {data.batch_size}, training with {config.batch_size}")
+    drop_last = streaming or (objective.drop_last and len(data) > config.batch_size)
     steps_per_epoch = len(data) // config.batch_size if drop_last else math.ceil(len(data) / config.batch_size)
     total = steps_per_epoch * config.epochs
     decay, no_decay = _parameter_groups(model)
@@ -231,11 +234,15 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
     micro = config.batch_size // (world * config.grad_accum)
     try:
         for epoch in range(step // steps_per_epoch, config.epochs):
-            if order is None or step % steps_per_epoch == 0:
+            if streaming:
+                order = torch.arange(len(data)) % config.batch_size  # positions within each streamed batch
+            elif order is None or step % steps_per_epoch == 0:
                 order = torch.randperm(len(data), generator=generator)
             epoch_loss, seen = 0.0, 0
             for in_epoch in range(step % steps_per_epoch, steps_per_epoch):
                 rows = order[in_epoch * config.batch_size : (in_epoch + 1) * config.batch_size]
+                if streaming:
+                    data.fetch(step)
                 params = augment_params(len(rows), generator) if config.augment else None
                 local = torch.arange(rank, len(rows), world)
                 batch_loss = torch.zeros((), device=device)
