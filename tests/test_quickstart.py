@@ -17,7 +17,8 @@ def run_dir(tmp_path_factory):
 def test_run_directory_holds_every_artefact(run_dir):
     for name in ("config.yaml", "results.csv", "er.csv", "fits.csv", "report.md", "metrics.jsonl",
                  "figures/er_average.png", "figures/er_sketch.png", "world/train_diverse.csv",
-                 "world/test", "checkpoints/contrastive_diverse/model.safetensors"):
+                 "world/test", "checkpoints/contrastive_diverse/model.safetensors", "probe.csv",
+                 "figures/probe_kurtosis_vs_er.png"):
         assert (run_dir / name).exists(), name
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["architecture"] == "clipshift-tiny"
     results = pd.read_csv(run_dir / "results.csv")
@@ -27,6 +28,10 @@ def test_run_directory_holds_every_artefact(run_dir):
     assert {"contrastive_narrow_bare", "supervised_diverse"} <= set(results["model"])
     report = (run_dir / "report.md").read_text()
     assert "## What came out" in report and "supervised_diverse" in report
+    assert "## Inside the representations" in report
+    probe = pd.read_csv(run_dir / "probe.csv")
+    assert {"model", "analysis", "key", "value"} <= set(probe.columns)
+    assert set(results["model"]) - {m for m in results["model"] if m.endswith("_bare")} <= set(probe["model"])
 
 
 def test_the_finding_points_the_right_way_with_a_fixed_seed(run_dir):

@@ -4,6 +4,7 @@
     clipshift world --out DIR [--preset tiny] [--config FILE] [key=value ...]
     clipshift train CONFIG.yaml [key=value ...] [--resume]
     clipshift eval --model M [--pretrained P] [--datasets a,b] --data-root DIR --out DIR
+    clipshift probe --run runs/quickstart | --model M --pretrained P ... --data-root DIR --out DIR
     clipshift er --results TABLE [--baseline TABLE] [--id-dataset imagenet] [--shifts ...] --out DIR
 """
 
@@ -237,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument("--top", type=int, default=10, help="models listed in the printed summary (default 10)")
     er.add_argument("--out", required=True, type=Path, help="folder for er.csv, fits.csv and the plots")
     er.set_defaults(func=cmd_er)
+    from .probe.cli import add_parser as add_probe_parser
+
+    add_probe_parser(sub)
     return parser
 
 

@@ -6,7 +6,8 @@ contrastive model trained on ``narrow`` data sits on it.
 
 Run directory written (every file atomically):
 ``config.yaml``, ``world/`` (the exported data), ``checkpoints/<model>/``, ``metrics.jsonl``,
-``results.csv``, ``er.csv``, ``fits.csv``, ``figures/*.png``, ``report.md``.
+``results.csv``, ``er.csv``, ``fits.csv``, ``probe.csv`` (representation probes of Crabbé et al.),
+``figures/*.png``, ``report.md``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .. import __version__
 from ..data import EvalImageFolder, TextMatcher, load_all, load_images, match_report, read_caption_table
 from ..evaluate.zeroshot import encode_images, head_logits, top1_accuracy, zero_shot_logits, zero_shot_weights
 from ..models.factory import ModelSpec, atomic_write_text, build_model, get_tokenizer, save_checkpoint
+from ..probe import probe_section
 from ..robustness import compute_effective_robustness, plot_all
 from ..train.loop import TrainData, train
 from ..world.adversarial import filter_adversarial
@@ -197,12 +199,16 @@ def run_quickstart(config: QuickstartConfig, out: str | Path, *, progress: bool 
     figures = plot_all(er, fits, run_dir / "figures")
     log.step("effective robustness fitted and plotted", time.perf_counter() - t)
 
+    t = time.perf_counter()
+    probe_md = probe_section(run_dir, progress=progress)
+    log.step("representations probed (kurtosis, pruning, concepts, CKA)", time.perf_counter() - t)
+
     facts = {"world": world, "adversarial": adv_summary, "timings": log.timings,
              "text_match": {name: sets[name]["match"] for name in sets},
              "seconds_total": round(time.perf_counter() - log.start, 1),
              "versions": {"clipshift": __version__, "torch": torch.__version__, "python": platform.python_version()}}
     atomic_write_text(run_dir / "facts.json", json.dumps(facts, indent=2, default=float))
-    report = write_report(run_dir, config, results, er, fits, facts, figures)
+    report = write_report(run_dir, config, results, er, fits, facts, figures, probe_md)
     if not quiet:
         print(f"report: {report}")
     return report

@@ -66,7 +66,7 @@ def _markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def write_report(run_dir: Path, config, results, er, fits, facts, figures) -> Path:
+def write_report(run_dir: Path, config, results, er, fits, facts, figures, probe_md: str = "") -> Path:
     run_dir = Path(run_dir)
     table = summary_table(er)
     shown = table.assign(**{c: table[c].map(_pct) for c in ("id_accuracy", "shift_accuracy", "baseline_accuracy")},
@@ -115,7 +115,7 @@ percentage points, with 95% bootstrap intervals.
 - `adversarial`: {adv['kept']} images kept of {adv['pool_drawn']} drawn from the hard pool; the
   reference model's accuracy on the pool was {100 * adv['reference_pool_accuracy']:.1f}%.
 
-## Figures
+{probe_md.strip() + chr(10) + chr(10) if probe_md else ""}## Figures
 
 {chr(10).join(figure_lines)}
 
@@ -123,7 +123,7 @@ percentage points, with 95% bootstrap intervals.
 
 Wall-clock {facts['seconds_total']:.0f} s. Versions: {', '.join(f'{k} {v}' for k, v in facts['versions'].items())}.
 Seed {config.seed}; the full configuration is in `config.yaml`, every number in `results.csv`,
-`er.csv` and `fits.csv`.
+`er.csv`, `fits.csv` and `probe.csv`.
 """
     path = run_dir / "report.md"
     atomic_write_text(path, text)

@@ -42,6 +42,7 @@ from ..data import TextMatcher, load_images, read_caption_table
 from ..models.factory import ModelSpec, atomic_write_text, build_model, get_tokenizer, save_checkpoint
 from ..train.loop import TrainConfig, TrainData, train
 
+DECODE_THREADS = 4  # PIL decodes with the GIL released: threads overlap the file reads and decodes
 OBJECTIVE_KIND = {"contrastive": "clip", "supervised": "classifier", "finetune": "classifier", "simclr": "simclr"}
 SOURCE_KEYS = {
     "world": {"distribution", "size", "seed", "weight", "type"},
@@ -184,7 +185,7 @@ def _csv_source(source: dict, image_size: int, class_names: list[str], progress:
                                filepath_column=source.get("filepath_column", "filepath"),
                                caption_column=source.get("caption_column", "caption"),
                                label_column=source.get("label_column") or "label")
-    images = load_images(list(table["filepath"]), size=image_size, progress=progress)
+    images = load_images(list(table["filepath"]), size=image_size, num_workers=DECODE_THREADS, progress=progress)
     labels = _labels_from(list(table["label"]), class_names, source["path"]) if "label" in table else None
     return {"images": images, "captions": list(table["caption"]), "labels": labels}
 
@@ -241,7 +242,8 @@ def _imagenet_captions_source(source: dict, image_size: int, class_names: list[s
     if len(class_names) == 1000:
         index = {w: i for i, w in enumerate(imagenet_wnids())}
         labels = torch.tensor([index[w] for w in wnids], dtype=torch.long)
-    return {"images": load_images(paths, size=image_size, progress=progress), "captions": captions, "labels": labels}
+    return {"images": load_images(paths, size=image_size, num_workers=DECODE_THREADS, progress=progress),
+            "captions": captions, "labels": labels}
 
 
 def build_training_data(config: TrainRunConfig, tokenizer, progress: bool = True) -> tuple[TrainData, dict]:
