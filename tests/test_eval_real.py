@@ -1,7 +1,6 @@
 """`clipshift eval`: open_clip / timm / own checkpoints on ImageNet-layout trees, caches, torchrun."""
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -162,20 +161,14 @@ def test_eval_errors(data_root, weights, tmp_path, capsys):
     assert "cannot decode image" in err and "broken.JPEG" in err
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_torchrun_two_processes_give_the_same_numbers(data_root, weights, tmp_path):
+def test_torchrun_two_processes_give_the_same_numbers(data_root, weights, tmp_path, free_port):
     common = ["eval", "--model", "timm/clipshift_convnet_tiny", "--pretrained", str(weights["timm"]),
               "--datasets", "imagenet,imagenet-r", "--data-root", str(data_root), "--workers", "0",
               "--batch-size", "4", "--quiet"]
     assert main([*common, "--out", str(tmp_path / "one"), "--no-cache"]) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                          "--master_addr", "127.0.0.1", "--master_port", str(free_port),
                           "-m", "clipshift.cli", *common, "--out", str(tmp_path / "two")],
                          capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -4,7 +4,6 @@ NaN stop, data sources and mixtures, SimCLR then fine-tuning, `clipshift train`.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -71,21 +70,15 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("objective", ["supervised", "contrastive"])
-def test_torchrun_two_processes_follow_the_one_process_loss_curve(tmp_path, objective):
+def test_torchrun_two_processes_follow_the_one_process_loss_curve(tmp_path, objective, free_port):
     changes = {"objective": objective, "labels": "source" if objective == "supervised" else "text_match",
                "train": {"epochs": 2, "batch_size": 32}}
     one = _config(tmp_path, "one", **changes)
     assert main(["train", str(one), "--quiet"]) == 0
     two = _config(tmp_path, "two", **changes)
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                          "--master_addr", "127.0.0.1", "--master_port", str(free_port),
                           "-m", "clipshift.cli", "train", str(two), "--quiet"],
                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

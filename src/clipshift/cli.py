@@ -56,13 +56,15 @@ def cmd_world(args) -> int:
     return 0
 
 
-def _id_for(pairs: list[str]) -> dict:
+def parse_pairs(pairs: list[str] | None, flag: str, form: str) -> dict[str, str]:
+    """``NAME=VALUE`` command-line pairs (repeatable flags) as a dict, names stripped; ValueError
+    naming `flag` and the expected `form` for a pair without ``=``."""
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise ValueError(f"--id-for: expected SHIFT=DATASET, got {pair!r}")
-        shift, dataset = (part.strip() for part in pair.split("=", 1))
-        out[shift] = dataset
+            raise ValueError(f"{flag}: expected {form}, got {pair!r}")
+        name, value = pair.split("=", 1)
+        out[name.strip()] = value
     return out
 
 
@@ -83,7 +85,7 @@ def cmd_er(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         er, fits = effective_robustness(args.results, args.baseline, id_dataset=args.id_dataset, shifts=shifts,
-                                        id_datasets=_id_for(args.id_for), baseline_filter=selector,
+                                        id_datasets={k: v.strip() for k, v in parse_pairs(args.id_for, '--id-for', 'SHIFT=DATASET').items()}, baseline_filter=selector,
                                         transform=args.transform, n_bootstrap=args.bootstrap, seed=args.seed,
                                         confidence=args.confidence, return_fits=True)
     out = Path(args.out)
@@ -109,22 +111,17 @@ def cmd_er(args) -> int:
     return 0
 
 
-def _dataset_roots(pairs: list[str] | None) -> dict:
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ValueError(f"--dataset-root: expected NAME=DIR, got {pair!r}")
-        name, root = pair.split("=", 1)
-        out[name.strip()] = Path(root)
-    return out
+def dataset_roots(pairs: list[str] | None) -> dict[str, Path]:
+    """``--dataset-root NAME=DIR`` pairs as {name: folder}."""
+    return {name: Path(root) for name, root in parse_pairs(pairs, "--dataset-root", "NAME=DIR").items()}
 
 
 def cmd_eval(args) -> int:
     import torch
 
     from .data.imagenet import IMAGENET_SUITES, open_suite
-    from .evaluate.real import (append_results, default_device, evaluate_model, init_distributed_from_env,
-                                resolve_templates)
+    from .distributed import default_device, init_distributed_from_env
+    from .evaluate.real import append_results, evaluate_model, resolve_templates
     from .models.load import load_model
 
     rank, size = init_distributed_from_env()
@@ -132,7 +129,7 @@ def cmd_eval(args) -> int:
     unknown = [d for d in names if d not in IMAGENET_SUITES]
     if unknown:
         raise ValueError(f"--datasets: unknown {unknown}; known: {', '.join(IMAGENET_SUITES)}")
-    roots = _dataset_roots(args.dataset_root)
+    roots = dataset_roots(args.dataset_root)
     if args.data_root is None and any(d not in roots for d in names):
         raise ValueError("give --data-root DIR (the folder where the datasets are unpacked) or "
                          "--dataset-root NAME=DIR for every dataset")
@@ -164,7 +161,7 @@ def cmd_train(args) -> int:
 
     config = load_train_config(args.config, _overrides(args.overrides))
     final = run_training(config, resume=args.resume, progress=not args.quiet)
-    from .evaluate.real import world
+    from .distributed import world
 
     if world()[0] == 0:
         print(f"model: {final}")

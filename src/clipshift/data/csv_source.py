@@ -96,7 +96,7 @@ def read_caption_table(path, *, sep: str | None = None, filepath_column: str = "
     return out
 
 
-def _label_index(value, class_names: list[str] | None, row: int) -> int:
+def label_index(value, class_names: list[str] | None, row: int) -> int:
     """The class index of one label (an int, or a name looked up in `class_names`)."""
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         value = int(value)
@@ -129,7 +129,7 @@ class ImageCaptionDataset(Dataset):
         self.class_names = list(class_names) if class_names is not None else None
         self.transform = transform if transform is not None else pil_to_tensor
         self.labels = torch.tensor(
-            [_label_index(v, self.class_names, i + 1) for i, v in enumerate(self.table["label"])]
+            [label_index(v, self.class_names, i + 1) for i, v in enumerate(self.table["label"])]
             if "label" in self.table.columns else [-1] * len(self.table), dtype=torch.int64)
 
     def __len__(self) -> int:

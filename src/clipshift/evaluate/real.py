@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,13 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Subset
 
 from .._progress import progress_bar
 from ..data.imagenet import EvalSuite, SuiteDataset, score, suite_collate
-from ..models.factory import atomic_write_text
+from ..distributed import default_device, world
+from ..models.factory import atomic_write_text, save_safetensors_atomic
 from ..models.load import EvalModel
 
 METRICS = ("top1", "top5", "mean_per_class_recall")
@@ -66,31 +66,6 @@ def resolve_templates(spec: str | None = None) -> list[str]:
     return templates
 
 
-# --- distributed -----------------------------------------------------------------------------------------------
-
-def world() -> tuple[int, int]:
-    """(rank, world size): from torch.distributed when initialised, else (0, 1)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_distributed_from_env() -> tuple[int, int]:
-    """Join the process group ``torchrun`` describes (gloo on CPU, nccl on GPU); (rank, world size)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
-    return world()
-
-
-def default_device() -> torch.device:
-    if torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
 # --- caches ----------------------------------------------------------------------------------------------------
 
 def _key(payload: dict) -> str:
@@ -102,13 +77,6 @@ def _suite_fingerprint(suite: EvalSuite) -> str:
     for path, target in suite.samples:
         digest.update(f"{path}\t{target}\n".encode())
     return digest.hexdigest()[:16]
-
-
-def _save_atomic(tensors: dict, path: Path, metadata: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -188,7 +156,7 @@ def encode_suite(model: EvalModel, suite: EvalSuite, *, cache_dir=None, batch_si
     if len(result.indices) == 0:
         raise ValueError(f"{suite.name}: none of the {len(suite)} images under {suite.root} could be decoded")
     if path is not None and rank == 0:
-        _save_atomic({"features": result.features, "targets": result.targets, "indices": result.indices,
+        save_safetensors_atomic({"features": result.features, "targets": result.targets, "indices": result.indices,
                       "skipped": torch.tensor(result.skipped, dtype=torch.long)}, path,
                      {"model": model.name, "dataset": suite.name, "root": str(suite.root)})
     if size > 1:
@@ -219,7 +187,7 @@ def zero_shot_head(model: EvalModel, class_names: Sequence[str], templates: Sequ
                                       num_classes_per_batch=classes_per_batch, device=device,
                                       use_tqdm=progress and rank == 0).float().cpu()
     if path is not None and rank == 0:
-        _save_atomic({"head": head}, path, {"model": model.name, "classes": str(len(class_names)),
+        save_safetensors_atomic({"head": head}, path, {"model": model.name, "classes": str(len(class_names)),
                                             "templates": str(len(templates))})
     return head
 

@@ -132,11 +132,8 @@ def save_checkpoint(model: nn.Module, spec: ModelSpec, directory: str | os.PathL
     """Write ``model.safetensors`` and ``model.json`` into `directory`, each atomically."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with tempfile.NamedTemporaryFile(dir=directory, suffix=".tmp", delete=False) as tmp:
-        pass
-    save_file(state, tmp.name)
-    os.replace(tmp.name, directory / "model.safetensors")
+    save_safetensors_atomic({k: v.detach().cpu() for k, v in model.state_dict().items()},
+                            directory / "model.safetensors")
     atomic_write_text(directory / "model.json", json.dumps(vars(spec), indent=2))
     return directory
 
@@ -151,6 +148,23 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[nn.Module, ModelSpec]
     model = build_model(spec)
     model.load_state_dict(load_file(directory / "model.safetensors"))
     return model.eval(), spec
+
+
+def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+                            metadata: dict[str, str] | None = None) -> Path:
+    """Write `tensors` as safetensors at `path` (folder created) through a temporary file in the same
+    folder and a rename, so a reader never sees a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
+        pass
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp.name, metadata=metadata)
+        os.replace(tmp.name, path)
+    except BaseException:
+        Path(tmp.name).unlink(missing_ok=True)
+        raise
+    return path
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -29,18 +29,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .._progress import progress_bar
-from ..models.factory import normalize_images
+from ..models.factory import normalize_images, save_safetensors_atomic
 from ..models.load import EvalModel
 
 CACHE_VERSION = 1
@@ -196,13 +195,6 @@ def _tensor_digest(images: torch.Tensor) -> str:
     return digest.hexdigest()[:16]
 
 
-def _save(tensors: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
 # --- collection ------------------------------------------------------------------------------------------------
 
 @torch.inference_mode()
@@ -320,5 +312,5 @@ def collect_activations(model, data, *, targets: torch.Tensor | None = None, lay
             return Activations(stored["h"], targets, {n: stored[f"layer:{n}"] for n in layers}, cached=True)
     h, per_layer = _collect_tensor(model, data, layers, batch_size, device, progress, desc)
     if path is not None:
-        _save({"h": h, **{f"layer:{n}": v for n, v in per_layer.items()}}, path)
+        save_safetensors_atomic({"h": h, **{f"layer:{n}": v for n, v in per_layer.items()}}, path)
     return Activations(h, targets, per_layer)

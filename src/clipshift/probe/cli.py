@@ -124,7 +124,8 @@ def _probe_models(args, config) -> int:
     import torch
 
     from ..data.imagenet import IMAGENET_SUITES, open_suite, score
-    from ..evaluate.real import default_device, imagenet_class_names, resolve_templates, zero_shot_head
+    from ..distributed import default_device
+    from ..evaluate.real import imagenet_class_names, resolve_templates, zero_shot_head
     from ..models.load import load_model
     from .activations import classifier_head, collect_activations, zero_shot_classifier
     from .analysis import ModelProbe, analyze, markdown_section, write_outputs
@@ -142,12 +143,9 @@ def _probe_models(args, config) -> int:
     unknown = [d for d in names if d not in IMAGENET_SUITES]
     if unknown:
         raise ValueError(f"--datasets: unknown {unknown}; known: {', '.join(IMAGENET_SUITES)}")
-    roots = {}
-    for pair in args.dataset_root or []:
-        if "=" not in pair:
-            raise ValueError(f"--dataset-root: expected NAME=DIR, got {pair!r}")
-        key, value = pair.split("=", 1)
-        roots[key.strip()] = Path(value)
+    from ..cli import dataset_roots
+
+    roots = dataset_roots(args.dataset_root)
     if args.data_root is None and any(d not in roots for d in names):
         raise ValueError("give --data-root DIR or --dataset-root NAME=DIR for every dataset")
     max_images = args.max_images or 10000

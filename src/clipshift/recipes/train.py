@@ -39,6 +39,7 @@ import torch
 import yaml
 
 from ..data import TextMatcher, load_images, read_caption_table
+from ..data.csv_source import label_index
 from ..models.factory import ModelSpec, atomic_write_text, build_model, get_tokenizer, save_checkpoint
 from ..train.loop import TrainConfig, TrainData, train
 
@@ -166,18 +167,15 @@ def _world_source(source: dict, image_size: int, seed: int, progress: bool) -> d
 
 
 def _labels_from(values, class_names: list[str], where: str) -> torch.Tensor:
-    index = {name: i for i, name in enumerate(class_names)}
-    out = []
-    for i, value in enumerate(values):
-        if isinstance(value, (int, np.integer)):
-            if not 0 <= int(value) < len(class_names):
-                raise ValueError(f"{where}: label {value} of row {i + 1} is out of range for {len(class_names)} classes")
-            out.append(int(value))
-        elif value in index:
-            out.append(index[value])
-        else:
-            raise ValueError(f"{where}: label {value!r} of row {i + 1} is not a class name")
-    return torch.tensor(out, dtype=torch.long)
+    """Class indices of a table's labels (ints or class names); every row must name a class."""
+    try:
+        labels = [label_index(value, class_names, i + 1) for i, value in enumerate(values)]
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
+    unlabelled = [i + 1 for i, label in enumerate(labels) if label < 0]
+    if unlabelled:
+        raise ValueError(f"{where}: label -1 of row {unlabelled[0]} is out of range for {len(class_names)} classes")
+    return torch.tensor(labels, dtype=torch.long)
 
 
 def _csv_source(source: dict, image_size: int, class_names: list[str], progress: bool) -> dict:
@@ -327,7 +325,7 @@ def _init_tower(model, directory) -> None:
 
 def run_training(config: TrainRunConfig, *, resume: bool = False, progress: bool = True) -> Path:
     """Train one model as configured; returns the folder of the final model."""
-    from ..evaluate.real import init_distributed_from_env
+    from ..distributed import init_distributed_from_env
 
     rank, world = init_distributed_from_env()
     out = Path(config.out)

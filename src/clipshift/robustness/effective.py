@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .baseline import BaselineFit, bootstrap_lines
 from .tables import NATURAL_SHIFTS, read_results
-from .transforms import CLIP_EPSILON, check_accuracies, get_transform
+from .transforms import CLIP_EPSILON, get_transform
 
 AVERAGE = "average"  # the pseudo-dataset of a model's mean accuracy over the shifts
 CORE_COLUMNS = ("model", "dataset", "metric", "value", "num_examples")

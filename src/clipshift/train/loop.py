@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ import torch
 import torch.distributed as dist
 from clipshift._progress import progress_bar
 
+from ..distributed import world as world_size
 from ..models.factory import ModelSpec, atomic_write_text, normalize_images, save_checkpoint
 from .objectives import get_objective
 
@@ -124,12 +126,6 @@ def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 class TrainingDiverged(FloatingPointError):
     """The loss became NaN or infinite; the message names the last good checkpoint."""
 
@@ -186,7 +182,7 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
     from safetensors.torch import load_file
 
     config.validate()
-    rank, world = _world()
+    rank, world = world_size()
     if config.batch_size % (world * config.grad_accum):
         raise ValueError(f"batch_size {config.batch_size} must be divisible by processes x grad_accum "
                          f"= {world} x {config.grad_accum}")
@@ -260,7 +256,7 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
                     batch["images"] = normalize_images(images.to(device))
                     weight = len(part) / len(local)
                     sync = m == config.grad_accum - 1 or world == 1
-                    context = trained.no_sync() if world > 1 and not sync else _null()
+                    context = trained.no_sync() if world > 1 and not sync else nullcontext()
                     with context, autocast:
                         loss = objective.loss(trained, batch, generator=_view_generator(config, step, rank, m)) * weight
                     with context:
@@ -317,14 +313,6 @@ def _view_generator(config: TrainConfig, step: int, rank: int, micro: int) -> to
     """Generator for an objective's own random draws (simclr's views) at one step: seeded by the
     step, so it is reproducible on resume and leaves the loop's generator in step across ranks."""
     return torch.Generator().manual_seed(((config.seed * 1_000_003 + step) * 1_009 + rank) * 17 + micro)
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _parameter_groups(model):

@@ -14,27 +14,21 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
+from ..distributed import world
 from ..models.factory import MEAN, STD
-
-
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class Contrastive:
     drop_last = True  # every step sees a full batch of negatives
 
     def __init__(self, config):
-        rank, world = _world()
+        rank, size = world()
         self.clip_loss = ClipLoss(local_loss=getattr(config, "local_loss", False),
                                   gather_with_grad=getattr(config, "gather_with_grad", True),
-                                  rank=rank, world_size=world)
+                                  rank=rank, world_size=size)
 
     def check(self, model, data) -> None:
         if data.tokens is None:
@@ -110,8 +104,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     """NT-Xent of paired projections (B, D): each view's positive is the other view of its image,
     its negatives the other 2B - 2 views. Under ``torchrun`` the projections of all ranks are
     gathered with gradients, so the loss is that of the global batch."""
-    rank, world = _world()
-    if world > 1:
+    if world()[1] > 1:
         import torch.distributed.nn.functional as dist_nn
 
         z1, z2 = torch.cat(dist_nn.all_gather(z1)), torch.cat(dist_nn.all_gather(z2))

@@ -32,7 +32,6 @@ def filter_adversarial(
     if `max_pool` is reached first the set is smaller than asked, which the summary says.
     """
     per_class = max(1, n // len(CLASS_NAMES))
-    kept: list[np.ndarray] = []
     counts = np.zeros(len(CLASS_NAMES), dtype=int)
     pool = get_distribution("adversarial_pool")
     drawn, correct, parts = 0, 0, []

@@ -13,6 +13,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
@@ -69,7 +70,7 @@ def _write_csv(table: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
-def plot_samples(rows: dict[str, "np.ndarray"], path: str | Path, per_row: int = 12) -> Path:
+def plot_samples(rows: dict[str, np.ndarray], path: str | Path, per_row: int = 12) -> Path:
     """A PNG grid: one row of example images (uint8 (N, H, W, 3)) per named split."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
