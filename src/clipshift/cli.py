@@ -116,24 +116,31 @@ def dataset_roots(pairs: list[str] | None) -> dict[str, Path]:
     return {name: Path(root) for name, root in parse_pairs(pairs, "--dataset-root", "NAME=DIR").items()}
 
 
+def open_suites(datasets: str, data_root, dataset_root_pairs: list[str] | None) -> list:
+    """The ImageNet-family suites named in `datasets` (comma-separated), each found under
+    `data_root` or at its own ``--dataset-root NAME=DIR``."""
+    from .data.imagenet import IMAGENET_SUITES, open_suite
+
+    names = [d.strip() for d in datasets.split(",") if d.strip()]
+    unknown = [d for d in names if d not in IMAGENET_SUITES]
+    if unknown:
+        raise ValueError(f"--datasets: unknown {unknown}; known: {', '.join(IMAGENET_SUITES)}")
+    roots = dataset_roots(dataset_root_pairs)
+    if data_root is None and any(d not in roots for d in names):
+        raise ValueError("give --data-root DIR (the folder where the datasets are unpacked) or "
+                         "--dataset-root NAME=DIR for every dataset")
+    return [open_suite(d, roots.get(d), data_root=data_root) for d in names]
+
+
 def cmd_eval(args) -> int:
     import torch
 
-    from .data.imagenet import IMAGENET_SUITES, open_suite
     from .distributed import default_device, init_distributed_from_env
     from .evaluate.real import append_results, evaluate_model, resolve_templates
     from .models.load import load_model
 
     rank, size = init_distributed_from_env()
-    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    unknown = [d for d in names if d not in IMAGENET_SUITES]
-    if unknown:
-        raise ValueError(f"--datasets: unknown {unknown}; known: {', '.join(IMAGENET_SUITES)}")
-    roots = dataset_roots(args.dataset_root)
-    if args.data_root is None and any(d not in roots for d in names):
-        raise ValueError("give --data-root DIR (the folder where the datasets are unpacked) or "
-                         "--dataset-root NAME=DIR for every dataset")
-    suites = [open_suite(d, roots.get(d), data_root=args.data_root) for d in names]
+    suites = open_suites(args.datasets, args.data_root, args.dataset_root)
     model = load_model(args.model, args.pretrained)
     if args.name:
         model.name = args.name

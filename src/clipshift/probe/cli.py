@@ -123,7 +123,7 @@ def _probe_models(args, config) -> int:
     import pandas as pd
     import torch
 
-    from ..data.imagenet import IMAGENET_SUITES, open_suite, score
+    from ..data.imagenet import score
     from ..distributed import default_device
     from ..evaluate.real import imagenet_class_names, resolve_templates, zero_shot_head
     from ..models.load import load_model
@@ -139,17 +139,11 @@ def _probe_models(args, config) -> int:
         raise ValueError(f"give --pretrained once per --model, in order ({len(args.model)} models, "
                          f"{len(pretrained)} --pretrained; 'none' for a checkpoint folder)")
     pretrained = [None if p in (None, "", "none") else p for p in pretrained] or [None] * len(args.model)
-    names = [d.strip() for d in args.datasets.split(",") if d.strip()]
-    unknown = [d for d in names if d not in IMAGENET_SUITES]
-    if unknown:
-        raise ValueError(f"--datasets: unknown {unknown}; known: {', '.join(IMAGENET_SUITES)}")
-    from ..cli import dataset_roots
+    from ..cli import open_suites
 
-    roots = dataset_roots(args.dataset_root)
-    if args.data_root is None and any(d not in roots for d in names):
-        raise ValueError("give --data-root DIR or --dataset-root NAME=DIR for every dataset")
     max_images = args.max_images or 10000
-    suites = [_subsample(open_suite(d, roots.get(d), data_root=args.data_root), max_images, args.seed) for d in names]
+    suites = [_subsample(suite, max_images, args.seed)
+              for suite in open_suites(args.datasets, args.data_root, args.dataset_root)]
     broden = None
     if args.broden is not None:
         categories = [c.strip() for c in args.broden_categories.split(",")] if args.broden_categories else None
