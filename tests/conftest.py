@@ -1,6 +1,15 @@
+import contextlib
+import os
+import shutil
 import socket
+import subprocess
 
 import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+# this machine has no outside network: keep Chromium from trying to reach it
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture
@@ -9,3 +18,46 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Chromium's path, installed with apt-get when missing and this runs as root; else the test is skipped."""
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
+    if not os.path.exists(CHROMIUM) and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        try:
+            for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
+                subprocess.run(command, check=True, capture_output=True, timeout=600, env=env)
+        except (subprocess.SubprocessError, OSError) as error:
+            pytest.skip(f"{CHROMIUM} is missing and `apt-get install chromium` failed: {error}")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing (install the Debian package chromium, as root)")
+    return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def open_report():
+    """``with open_report(chromium, html_path) as (page, problems)``: the page loaded from its file in
+    headless Chromium at a 1280×800 laptop viewport; `problems` collects console errors, page errors
+    and failed requests."""
+
+    @contextlib.contextmanager
+    def opener(executable: str, path):
+        from playwright.sync_api import sync_playwright
+
+        problems: list[str] = []
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
+                page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+                page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url[:80]}"))
+                page.goto(path.absolute().as_uri())
+                page.wait_for_load_state("load")
+                yield page, problems
+            finally:
+                browser.close()
+
+    return opener

@@ -29,6 +29,8 @@ def test_run_directory_holds_every_artefact(run_dir):
     report = (run_dir / "report.md").read_text()
     assert "## What came out" in report and "supervised_diverse" in report
     assert "## Inside the representations" in report
+    page = (run_dir / "report.html").read_text()  # self-contained: every figure embedded
+    assert 'src="figures/' not in page and page.count('src="data:image/png;base64,') >= 2
     probe = pd.read_csv(run_dir / "probe.csv")
     assert {"model", "analysis", "key", "value"} <= set(probe.columns)
     assert set(results["model"]) - {m for m in results["model"] if m.endswith("_bare")} <= set(probe["model"])

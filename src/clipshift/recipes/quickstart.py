@@ -24,9 +24,11 @@ import torch
 
 from .. import __version__
 from ..data import EvalImageFolder, TextMatcher, load_all, load_images, match_report, read_caption_table
+from ..data.csv_source import label_index
 from ..evaluate.zeroshot import encode_images, head_logits, top1_accuracy, zero_shot_logits, zero_shot_weights
 from ..models.factory import ModelSpec, atomic_write_text, build_model, get_tokenizer, save_checkpoint
 from ..probe import probe_section
+from ..report_html import write_html_report
 from ..robustness import compute_effective_robustness, plot_all
 from ..train.loop import TrainData, train
 from ..world.adversarial import filter_adversarial
@@ -70,18 +72,24 @@ def build_world(config: QuickstartConfig, world_dir: Path, progress: bool) -> di
     return {"images_generated": 2 * config.train_size + len(EVAL_DISTRIBUTIONS) * config.eval_size}
 
 
-def load_training_set(world_dir: Path, name: str, progress: bool) -> dict:
-    """Read a training CSV back through the generic loader; text-match its captions."""
+def load_training_set(world_dir: Path, name: str, progress: bool, class_names=CLASS_NAMES,
+                      synonyms: dict | None = SYNONYMS) -> dict:
+    """Read ``train_<name>.csv`` back through the generic loader; text-match its captions.
+    The ``label`` column, when the table has one, gives the true labels (else -1 everywhere)."""
     table = read_caption_table(world_dir / f"train_{name}.csv")
     images = load_images(table["filepath"].tolist(), progress=progress)
-    true = np.asarray([CLASS_NAMES.index(c) for c in table["label"]])
-    matched = TextMatcher(list(CLASS_NAMES), SYNONYMS).match_many(table["caption"].tolist())
+    matched = TextMatcher(list(class_names), synonyms).match_many(table["caption"].tolist())
+    if "label" in table:
+        true = np.asarray([label_index(v, list(class_names), i) for i, v in enumerate(table["label"])])
+        report = match_report(matched, true)
+    else:
+        true, report = np.full(len(table), -1), {"match_rate": float((matched >= 0).mean())}
     return {"images": images, "captions": table["caption"].tolist(), "true": true, "matched": matched,
-            "match": match_report(matched, true)}
+            "match": report}
 
 
-def load_eval_set(world_dir: Path, name: str, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels, _ = load_all(EvalImageFolder(world_dir / name, list(CLASS_NAMES)), progress=progress)
+def load_eval_set(world_dir: Path, name: str, progress: bool, class_names=CLASS_NAMES) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels, _ = load_all(EvalImageFolder(world_dir / name, list(class_names)), progress=progress)
     return images, labels
 
 
@@ -209,8 +217,9 @@ def run_quickstart(config: QuickstartConfig, out: str | Path, *, progress: bool 
              "versions": {"clipshift": __version__, "torch": torch.__version__, "python": platform.python_version()}}
     atomic_write_text(run_dir / "facts.json", json.dumps(facts, indent=2, default=float))
     report = write_report(run_dir, config, results, er, fits, facts, figures, probe_md)
+    page = write_html_report(run_dir)
     if not quiet:
-        print(f"report: {report}")
+        print(f"report: {report}\nhtml: {page}")
     return report
 
 
