@@ -3,6 +3,9 @@
     clipshift quickstart --out runs/quickstart [--preset tiny] [--config FILE] [key=value ...]
     clipshift world --out DIR [--preset tiny] [--config FILE] [key=value ...]
     clipshift train CONFIG.yaml [key=value ...] [--resume]
+    clipshift study [CONFIG.yaml] --out DIR [--quick] [key=value ...]
+    clipshift report RUN_DIR [--out FILE]
+    clipshift finetune CONFIG.yaml [key=value ...] [--resume]
     clipshift eval --model M [--pretrained P] [--datasets a,b] --data-root DIR --out DIR
     clipshift probe --run runs/quickstart | --model M --pretrained P ... --data-root DIR --out DIR
     clipshift er --results TABLE [--baseline TABLE] [--id-dataset imagenet] [--shifts ...] --out DIR
@@ -41,6 +44,21 @@ def cmd_quickstart(args) -> int:
 
     config = load_config(args.preset, args.config, _overrides(args.overrides))
     run_quickstart(config, args.out, progress=not args.quiet, quiet=args.quiet)
+    return 0
+
+
+def cmd_study(args) -> int:
+    from .recipes.study import load_study_config, run_study
+    from .recipes.train import _set_dotted
+
+    pairs, path = list(args.overrides), args.config
+    if path is not None and "=" in str(path):  # `study --quick seeds=[0,1]`: no file, only settings
+        pairs, path = [str(path), *pairs], None
+    overrides: dict = {}
+    for key, value in _overrides(pairs).items():
+        _set_dotted(overrides, key, value)  # supervised.epochs=3 → {"supervised": {"epochs": 3}}
+    config = load_study_config(path, overrides, quick=args.quick)
+    run_study(config, args.out, progress=not args.quiet, quiet=args.quiet)
     return 0
 
 
@@ -175,6 +193,21 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report_html import write_html_report
+
+    print(f"report: {write_html_report(args.run_dir, args.out)}")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    from .recipes.finetune import load_finetune_config, run_finetune
+
+    config = load_finetune_config(args.config, _overrides(args.overrides))
+    run_finetune(config, resume=args.resume, progress=not args.quiet, quiet=args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipshift", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
     _add_config_args(quick)
     quick.set_defaults(func=cmd_quickstart)
+    st = sub.add_parser("study", help="the five-hypothesis study of Fang et al. (2022), seeds, verdicts, report",
+                        description="Train every configuration of the five hypotheses (size, distribution, language "
+                                    "at training and at test time, the contrastive loss) with several seeds, fit the "
+                                    "baseline, compute verdicts and write report.md and report.html. Re-running "
+                                    "into the same folder resumes.")
+    st.add_argument("config", nargs="?", type=Path, help="YAML configuration (e.g. configs/fang2022.yaml)")
+    st.add_argument("overrides", nargs="*", help="key=value settings, e.g. seeds=[0,1,2,3] train_size=2000")
+    st.add_argument("--out", default="runs/study", help="run directory (default: runs/study)")
+    st.add_argument("--quick", action="store_true", help="a small version (tiny model and data) for tests and demos")
+    st.add_argument("--quiet", action="store_true")
+    st.set_defaults(func=cmd_study)
     world = sub.add_parser("world", help="generate and export the embedded captioned world")
     world.add_argument("--out", required=True, help="folder for the CSVs and ImageFolder trees")
     _add_config_args(world)
@@ -195,6 +239,16 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=cmd_train)
+    ft = sub.add_parser("finetune", help="fine-tune a CLIP model (full, linear probe, LP-FT), WiSE-FT, robustness report",
+                        description="Fine-tune a CLIP model from its zero-shot classifier on labelled data, interpolate "
+                                    "its weights with the zero-shot model (WiSE-FT), evaluate every model on the ID set "
+                                    "and the shifts with effective robustness, and write a report; see "
+                                    "clipshift.recipes.finetune for the configuration (configs/finetune_world.yaml).")
+    ft.add_argument("config", type=Path, help="YAML configuration")
+    ft.add_argument("overrides", nargs="*", help="dotted key=value settings, e.g. train.epochs=3 modes=[full]")
+    ft.add_argument("--resume", action="store_true", help="continue training from OUT/train_state/<mode>/latest")
+    ft.add_argument("--quiet", action="store_true")
+    ft.set_defaults(func=cmd_finetune)
     ev = sub.add_parser("eval", help="evaluate an open_clip / timm / clipshift model on ImageNet and its shifts",
                         description="Zero-shot (CLIP) or classifier evaluation on ImageNet-family datasets laid out as "
                                     "distributed; appends top-1, top-5 and mean per-class recall to OUT/results.csv. "
@@ -242,6 +296,12 @@ def build_parser() -> argparse.ArgumentParser:
     er.add_argument("--top", type=int, default=10, help="models listed in the printed summary (default 10)")
     er.add_argument("--out", required=True, type=Path, help="folder for er.csv, fits.csv and the plots")
     er.set_defaults(func=cmd_er)
+    rep = sub.add_parser("report", help="a run directory's report.md as one self-contained, printable report.html",
+                         description="Render RUN_DIR/report.md to HTML with every figure embedded, the configuration "
+                                     "and the versions appended; the file opens offline and prints cleanly.")
+    rep.add_argument("run_dir", type=Path, help="run directory holding report.md (from quickstart or study)")
+    rep.add_argument("--out", type=Path, help="HTML file to write (default RUN_DIR/report.html)")
+    rep.set_defaults(func=cmd_report)
     from .probe.cli import add_parser as add_probe_parser
 
     add_probe_parser(sub)

@@ -96,21 +96,28 @@ def _build(cls, values: dict[str, Any], where: str):
     return cls(**kwargs)
 
 
-def load_config(preset: str = "default", path: str | Path | None = None, overrides: dict | None = None) -> QuickstartConfig:
-    """A preset, updated by a YAML file, updated by `overrides`; validated."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
-    values = dict(PRESETS[preset])
+def read_yaml_mapping(path: str | Path) -> dict:
+    """The mapping of settings in the YAML file `path` (an empty file is an empty mapping)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+    return loaded
+
+
+def load_config(preset: str = "default", path: str | Path | None = None, overrides: dict | None = None, *,
+                cls=QuickstartConfig, presets: dict[str, dict] = PRESETS):
+    """A preset, updated by a YAML file, updated by `overrides`; validated. `cls` and `presets`
+    select another recipe's configuration class (a subclass of :class:`QuickstartConfig`)."""
+    if preset not in presets:
+        raise ValueError(f"unknown preset {preset!r}; known: {sorted(presets)}")
+    values = dict(presets[preset])
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
-        values.update(loaded)
+        values.update(read_yaml_mapping(path))
     values.update(overrides or {})
-    return _build(QuickstartConfig, values, "config").validate()
+    return _build(cls, values, "config").validate()
 
 
 def config_to_yaml(config: QuickstartConfig) -> str:

@@ -1,0 +1,156 @@
+"""The five-hypothesis study: `clipshift study --quick` end to end, resume, and the verdict logic."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from clipshift.cli import main
+from clipshift.recipes.study import (HYPOTHESES, TITLES, _indices, compare, load_study_config, study_plan, summarize,
+                                     training_data, verdict)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    assert main(["study", "--quick", "--out", str(out), "--quiet"]) == 0
+    return out
+
+
+def test_quick_study_writes_every_hypothesis(quick_run):
+    report = (quick_run / "report.md").read_text()
+    verdicts = json.loads((quick_run / "verdicts.json").read_text())
+    assert [v["hypothesis"] for v in verdicts] == list(HYPOTHESES)
+    for v in verdicts:
+        assert f"## {TITLES[v['hypothesis']]}" in report
+        assert f"**Verdict:** {v['verdict']}" in report  # the report carries the computed verdict
+        assert (quick_run / "figures" / f"study_{v['hypothesis']}.png").stat().st_size > 20_000
+    summary = pd.read_csv(quick_run / "summary.csv")
+    assert (summary["seeds"] == 3).all()  # every configuration, three seeds
+    assert {"clip_f000_n600", "clip_f050_n600", "clip_f100_n600", "clip_f100_n300", "sup_narrow_true_n600",
+            "sup_diverse_tm_n600", "simclr_tm_n600", "clip_f100_n600_bare",
+            "clip_f100_n600_probe"} <= set(summary["config"])
+    # the summary is the mean over the seeds' per-model ER in er.csv
+    er = pd.read_csv(quick_run / "er.csv")
+    part = er[(er["dataset"] == "average") & (er["config"] == "clip_f100_n600")]
+    assert len(part) == 3
+    row = summary.set_index("config").loc["clip_f100_n600"]
+    assert row["effective_robustness"] == pytest.approx(part["effective_robustness"].mean())
+    half = stats.t.ppf(0.975, 2) * part["effective_robustness"].std(ddof=1) / np.sqrt(3)
+    assert row["ci_high"] - row["effective_robustness"] == pytest.approx(half)
+    html = (quick_run / "report.html").read_text()
+    assert 'src="figures/' not in html and html.count("data:image/png;base64,") >= len(HYPOTHESES)
+    assert (quick_run / "probe.csv").is_file()
+
+
+def test_study_results_feed_clipshift_er(quick_run, tmp_path):
+    assert main(["er", "--results", str(quick_run / "results.csv"), "--id-dataset", "test",
+                 "--out", str(tmp_path), "--bootstrap", "50"]) == 0
+    er = pd.read_csv(tmp_path / "er.csv")
+    assert {"clip_f100_n600_s0", "simclr_tm_n600_s2"} <= set(er["model"])
+
+
+def test_rerun_resumes_and_reproduces(quick_run):
+    before = pd.read_csv(quick_run / "results.csv")
+    assert main(["study", "--quick", "--out", str(quick_run), "--quiet"]) == 0
+    facts = json.loads((quick_run / "facts.json").read_text())
+    assert facts["models_trained_this_run"] == 0 and facts["models"] == len(before["model"].str.replace(
+        r"_(bare|probe)$", "", regex=True).unique()) + 3  # + the three SimCLR pre-trainings (not evaluated)
+    assert len(facts["train_seconds"]) == facts["models"]  # the first run's training times survive the resume
+    assert f"reused {facts['models']} from an earlier run" in (quick_run / "report.md").read_text()
+    pd.testing.assert_frame_equal(pd.read_csv(quick_run / "results.csv"), before)
+
+
+def test_another_configuration_in_the_same_folder_is_refused(quick_run, capsys):
+    assert main(["study", "--quick", "--out", str(quick_run), "--quiet", "seeds=[0,1]"]) == 2
+    assert "another configuration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, message", [
+    ("sizes=[300,5000]", "train_size"), ("hypotheses=[size,luck]", "unknown"), ("mixture=[0,1.5]", "[0, 1]"),
+    ("seeds=[1,1]", "distinct"), ("shifts=[test]", "shift"),
+])
+def test_bad_configuration_is_a_clear_error(override, message, tmp_path, capsys):
+    assert main(["study", "--quick", "--out", str(tmp_path), override]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_plan_deduplicates_and_nests_subsets():
+    config = load_study_config(quick=True)
+    plan = study_plan(config)
+    names = [e["name"] for e in plan]
+    assert len(names) == len(set(names))
+    per_seed = {e["config"] for e in plan if e.get("seed") == 0 and e["config"] != "baseline"}
+    # sizes 300, 600 (diverse) + fractions 0, .5 (1.0 at n=600 is shared) + 2 supervised + SimCLR pre + fine-tune
+    assert per_seed == {"clip_f100_n300", "clip_f100_n600", "clip_f000_n600", "clip_f050_n600",
+                        "sup_narrow_true_n600", "sup_diverse_tm_n600", "simclr_pre_n600", "simclr_tm_n600"}
+    order = {n: i for i, n in enumerate(names)}
+    assert all(order[f"simclr_pre_n600_s{s}"] < order[f"simclr_tm_n600_s{s}"] for s in config.seeds)
+    small, large = _indices(1000, 300, 0, 1), _indices(1000, 600, 0, 1)
+    assert set(small) <= set(large) and len(set(large)) == 600
+    assert not np.array_equal(_indices(1000, 300, 1, 1), small)
+
+
+def test_mixture_draws_the_requested_fraction():
+    import torch
+
+    n = 40
+    sets = {d: {"images": torch.full((100, 3, 4, 4), v, dtype=torch.uint8), "captions": [d] * 100,
+                "true": np.arange(100) % 4, "matched": np.where(np.arange(100) % 5 == 0, -1, np.arange(100) % 4)}
+            for d, v in (("narrow", 0), ("diverse", 255))}
+    entry = dict(name="m", objective="contrastive", diverse_fraction=0.25, labels="captions", train_size=n, seed=3)
+    data = training_data(entry, sets, tokenizer=lambda texts: torch.tensor([[t == "diverse"] for t in texts]))
+    assert len(data) == n and int((data.images[:, 0, 0, 0] == 255).sum()) == 10
+    assert int(data.tokens.sum()) == 10  # captions travel with their images
+    sup = training_data({**entry, "objective": "supervised", "labels": "text_match", "diverse_fraction": 1.0},
+                        sets, tokenizer=None)
+    assert len(sup) < n and (sup.labels >= 0).all()  # unmatched captions are dropped
+
+
+def _row(config, er, lo, hi, **extra):
+    return dict(config=config, label=config, effective_robustness=er, ci_low=lo, ci_high=hi, id_accuracy=0.5,
+                shift_accuracy=0.3, train_size=100, diverse_fraction=0.0, head="ensemble", **extra)
+
+
+def test_verdicts_follow_the_intervals():
+    effect, sentence = compare(_row("a", 0.10, 0.08, 0.12), _row("b", 0.0, -0.02, 0.02))
+    assert effect and "do not overlap" in sentence and "+10.0 pp" in sentence
+    effect, sentence = compare(_row("a", 0.02, -0.01, 0.05), _row("b", 0.0, -0.02, 0.02))
+    assert not effect and "no effect detected" in sentence
+    rows = [_row("s1", 0.05, 0.03, 0.07, ), _row("s2", 0.06, 0.04, 0.08)]
+    rows[0]["train_size"], rows[1]["train_size"] = 100, 400
+    rows[1]["id_accuracy"] = 0.8
+    line, _ = verdict("size", rows)
+    assert "+30.0 pp" in line and "no effect on effective robustness detected" in line
+    rows[1].update(effective_robustness=0.2, ci_low=0.18, ci_high=0.22)
+    assert "changes effective robustness" in verdict("size", rows)[0]
+    mix = [_row("f0", 0.0, -0.01, 0.01), _row("f5", 0.05, 0.04, 0.06), _row("f1", 0.1, 0.09, 0.11)]
+    for row, f in zip(mix, (0.0, 0.5, 1.0)):
+        row["diverse_fraction"] = f
+    line, _ = verdict("distribution", mix)
+    assert "changes effective robustness" in line and "ρ = +1.00" in line
+
+
+def test_summarize_uses_the_bootstrap_interval_for_one_seed():
+    er = pd.DataFrame([dict(model="m_s0", config="m", dataset="average", is_baseline=False, group="M",
+                            objective="contrastive", head="ensemble", diverse_fraction=1.0, labels="captions",
+                            train_size=10, id_accuracy=0.5, shift_accuracy=0.4, effective_robustness=0.03,
+                            ci_low=0.01, ci_high=0.06)])
+    row = summarize(er).iloc[0]
+    assert (row["ci_low"], row["ci_high"], row["seeds"]) == (0.01, 0.06, 1) and "bootstrap" in row["interval"]
+
+
+def test_study_report_in_a_real_browser(quick_run, chromium, open_report):
+    with open_report(chromium, quick_run / "report.html") as (page, problems):
+        images = page.evaluate("Array.from(document.images, i => [i.complete, i.naturalWidth])")
+        headings = page.evaluate("Array.from(document.querySelectorAll('h2'), h => h.textContent)")
+        page.screenshot(path=str(quick_run / "report.png"), full_page=True)
+    figures = len(list((quick_run / "figures").glob("*.png")))
+    assert len(images) == figures and all(done and width > 0 for done, width in images)
+    assert problems == []
+    assert all(TITLES[h] in headings for h in HYPOTHESES) and "Configuration" in headings
+    assert (quick_run / "report.png").stat().st_size > 50_000
