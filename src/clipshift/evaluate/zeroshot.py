@@ -24,7 +24,7 @@ def zero_shot_weights(model, tokenizer, class_names: Sequence[str], templates: S
         raise ValueError(f"every template needs a '{{}}' placeholder for the class name, got {list(templates)}")
     model.eval()
     prompts = [t.format(name.replace("_", " ")) for name in class_names for t in templates]
-    tokens = tokenizer(prompts)
+    tokens = tokenizer(prompts).to(next(model.parameters()).device)
     embeddings = F.normalize(model.encode_text(tokens).float(), dim=-1)
     per_class = embeddings.view(len(class_names), len(templates), -1).mean(1)  # (C, D)
     return F.normalize(per_class, dim=-1).T.contiguous()

@@ -18,13 +18,14 @@ from typing import Any
 
 import open_clip
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import convnet  # noqa: F401  (registers the timm image towers)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
-KINDS = ("clip", "classifier", "simclr")
+KINDS = ("clip", "classifier", "simclr", "zsclassifier")
 # Pixel statistics the towers are trained with: images arrive as uint8 and are normalised here.
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
@@ -62,6 +63,39 @@ class ImageClassifier(nn.Module):
         return self.head(self.encode_image(images))
 
 
+class NormalizedLinear(nn.Linear):
+    """A linear layer on L2-normalised inputs. With weight = logit scale × the zero-shot class
+    embeddings (C, D) and zero bias it is CLIP's zero-shot head (scaled cosine similarity), as a
+    layer that fine-tuning can train; pruning or probing its input works as on the zero-shot head."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(x, dim=-1), self.weight, self.bias)
+
+
+class ZeroShotClassifier(ImageClassifier):
+    """A CLIP image tower with a :class:`NormalizedLinear` head: logits = head(normalize(visual(x))),
+    the model that fine-tuning, linear probes and WiSE-FT work on (kind ``zsclassifier``).
+
+    Inputs are normalised the package's way (:func:`normalize_images`); a tower trained with other
+    pixel statistics (open_clip weights: `pixel_mean`, `pixel_std`) gets them re-normalised inside,
+    so its step-0 predictions are those of the zero-shot model."""
+
+    def __init__(self, visual: nn.Module, embed_dim: int, num_classes: int,
+                 pixel_mean=MEAN, pixel_std=STD):
+        super().__init__(visual, embed_dim, num_classes)
+        self.head = NormalizedLinear(embed_dim, num_classes)
+        mean, std = torch.tensor(pixel_mean, dtype=torch.float32), torch.tensor(pixel_std, dtype=torch.float32)
+        self.renormalise = tuple(pixel_mean) != MEAN or tuple(pixel_std) != STD
+        # x_tower = (u - mean) / std = x * (STD / std) + (MEAN - mean) / std, for x = (u - MEAN) / STD
+        self.register_buffer("pixel_scale", (torch.tensor(STD) / std).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_shift", ((torch.tensor(MEAN) - mean) / std).view(1, 3, 1, 1), persistent=False)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        if self.renormalise:
+            images = images * self.pixel_scale + self.pixel_shift
+        return self.visual(images)
+
+
 class SimCLRModel(nn.Module):
     """Image tower → embedding (B, D) → projection MLP (D → D → D) for SimCLR pre-training; the
     tower is then reused by a classifier (``ImageClassifier``) for fine-tuning."""
@@ -83,7 +117,7 @@ class SimCLRModel(nn.Module):
 class ModelSpec:
     """What a checkpoint needs to rebuild its model."""
 
-    kind: str  # "clip", "classifier" or "simclr"
+    kind: str  # "clip", "classifier", "simclr" or "zsclassifier"
     architecture: str  # an open_clip model name, e.g. "clipshift-small"
     class_names: list[str]
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -112,6 +146,9 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
     embed_dim = open_clip.get_model_config(spec.architecture)["embed_dim"]
     if spec.kind == "simclr":
         return SimCLRModel(clip.visual, embed_dim)
+    if spec.kind == "zsclassifier":  # pixel statistics of towers trained elsewhere (open_clip weights)
+        mean, std = spec.metadata.get("pixel_mean", MEAN), spec.metadata.get("pixel_std", STD)
+        return ZeroShotClassifier(clip.visual, embed_dim, len(spec.class_names), tuple(mean), tuple(std))
     return ImageClassifier(clip.visual, embed_dim, len(spec.class_names))
 
 
@@ -172,4 +209,5 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
         tmp.write(text)
+    os.chmod(tmp.name, 0o644)  # temporary files are created owner-only; reports and configs are for sharing
     os.replace(tmp.name, path)

@@ -95,9 +95,10 @@ def _load_own(directory: Path) -> EvalModel:
     if spec.kind == "clip":
         from .factory import get_tokenizer
         tokenizer = get_tokenizer(spec.architecture)
-    return EvalModel(name=directory.name, kind=spec.kind, module=module, preprocess=preprocess,
+    kind = "classifier" if spec.kind == "zsclassifier" else spec.kind  # a fine-tuned CLIP: logits over its classes
+    return EvalModel(name=directory.name, kind=kind, module=module, preprocess=preprocess,
                      preprocess_id=_transform_id(preprocess), weights_id=weights_id, tokenizer=tokenizer,
-                     class_names=list(spec.class_names) if spec.kind == "classifier" else None,
+                     class_names=list(spec.class_names) if kind == "classifier" else None,
                      normalize_uint8=True, metadata={"architecture": spec.architecture, "library": "clipshift"})
 
 

@@ -70,7 +70,7 @@ def _model_dirs(run_dir: Path, models) -> list[Path]:
 
 
 def _head(module, spec):
-    if spec.kind == "classifier":
+    if spec.kind in ("classifier", "zsclassifier"):
         return module.head
     from ..evaluate.zeroshot import zero_shot_weights
     from ..models.factory import get_tokenizer

@@ -73,16 +73,19 @@ def _error_bars(part: pd.DataFrame, py: np.ndarray, t) -> np.ndarray:
 
 def _labelled(others: pd.DataFrame, label_models) -> set:
     """Models whose names are written next to their point: all of them (True / "auto" with few
-    models), none (False), or the `MAX_LABELLED` highest effective robustness ("auto" with many)."""
+    models), none (False), the `MAX_LABELLED` highest effective robustness ("auto" with many), or
+    those of a collection of model names."""
     if label_models is False:
         return set()
+    if not isinstance(label_models, (bool, str)):
+        return set(label_models) & set(others["model"])
     if label_models is True or len(others) <= MAX_LABELLED:
         return set(others["model"])
     return set(others.nlargest(MAX_LABELLED, "effective_robustness")["model"])
 
 
 def _draw_models(ax, rows: pd.DataFrame, t, label_models) -> bool:
-    """Scatter baseline and other models; returns whether only some models were labelled."""
+    """Scatter baseline and other models; returns whether "auto" labelled only some of them."""
     base = rows[rows["is_baseline"].astype(bool)]
     many = len(base) > 60
     ax.scatter(t.forward(base["id_accuracy"]), t.forward(base["shift_accuracy"]), color=BASELINE_COLOUR,
@@ -101,7 +104,7 @@ def _draw_models(ax, rows: pd.DataFrame, t, label_models) -> bool:
                     alpha=0.8 if crowded else 1.0, label=f"{group} ({len(part)})" if crowded else group, zorder=4)
         labels += [(str(n), a, b) for n, a, b in zip(part["model"], px, py) if n in named]
     _place_labels(ax, labels, fontsize=6 if crowded else 7)
-    return 0 < len(named) < len(others)
+    return isinstance(label_models, str) and 0 < len(named) < len(others)
 
 
 def _place_labels(ax, labels: list, fontsize: float) -> None:
@@ -151,12 +154,14 @@ def save_png_atomic(fig: Figure, path, dpi: int = DPI) -> Path:
 
 
 def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, *, title=None,
-                              transform: str = "logit", label_models="auto") -> Path:
+                              transform: str = "logit", label_models="auto", overlay=None) -> Path:
     """Draw the ER plot of `dataset` (a shift or ``average``) from the tables of
     ``compute_effective_robustness`` to the PNG `path` (960 × 840 px); returns the path.
 
     `label_models`: True names every non-baseline model, False none, ``"auto"`` all of them when
-    there are at most ``MAX_LABELLED``, else the ``MAX_LABELLED`` with the highest ER."""
+    there are at most ``MAX_LABELLED``, else the ``MAX_LABELLED`` with the highest ER, or a collection
+    of the model names to write. `overlay`: a function ``(ax, transform)`` that draws more in axis
+    space (e.g. a path through some of the models) before the legend is made."""
     rows = er[er["dataset"] == dataset]
     if rows.empty or dataset not in set(fits["dataset"]):
         raise ValueError(f"dataset {dataset!r} not in er/fits; datasets: {sorted(fits['dataset'])}")
@@ -180,6 +185,8 @@ def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     some = _draw_models(ax, rows, t, label_models)
+    if overlay is not None:
+        overlay(ax, t)
     id_dataset = str(rows["id_dataset"].iloc[0]) if "id_dataset" in rows else "in-distribution"
     _set_axes(ax, lo, hi, t, dataset, id_dataset, title)
     if some:

@@ -43,6 +43,7 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_fraction: float = 0.05
+    warmup_steps: int | None = None  # warm-up in optimizer steps; replaces warmup_fraction when set
     label_smoothing: float = 0.0
     grad_clip: float = 1.0
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -65,6 +66,9 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0 <= self.warmup_fraction < 1:
             raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+        if self.warmup_steps is not None and (isinstance(self.warmup_steps, bool)
+                                              or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0):
+            raise ValueError(f"warmup_steps must be an integer >= 0 or null, got {self.warmup_steps!r}")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if self.log_every < 0:
@@ -205,7 +209,7 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
         optimizer = torch.optim.AdamW(groups, lr=config.lr, fused=True)
     except (RuntimeError, TypeError):
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
-    warmup = int(config.warmup_fraction * total)
+    warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_fraction * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, total, warmup))
     device = next(model.parameters()).device
     model.train().to(memory_format=torch.channels_last)
