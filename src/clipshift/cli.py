@@ -48,15 +48,13 @@ def cmd_quickstart(args) -> int:
 
 
 def cmd_study(args) -> int:
+    from .recipes.config import read_settings
     from .recipes.study import load_study_config, run_study
-    from .recipes.train import _set_dotted
 
     pairs, path = list(args.overrides), args.config
     if path is not None and "=" in str(path):  # `study --quick seeds=[0,1]`: no file, only settings
         pairs, path = [str(path), *pairs], None
-    overrides: dict = {}
-    for key, value in _overrides(pairs).items():
-        _set_dotted(overrides, key, value)  # supervised.epochs=3 → {"supervised": {"epochs": 3}}
+    overrides = read_settings(None, _overrides(pairs))  # supervised.epochs=3 → {"supervised": {"epochs": 3}}
     config = load_study_config(path, overrides, quick=args.quick)
     run_study(config, args.out, progress=not args.quiet, quiet=args.quiet)
     return 0

@@ -96,15 +96,36 @@ def _build(cls, values: dict[str, Any], where: str):
     return cls(**kwargs)
 
 
-def read_yaml_mapping(path: str | Path) -> dict:
-    """The mapping of settings in the YAML file `path` (an empty file is an empty mapping)."""
+def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
+    """The mapping of settings in the YAML file `path` (an empty file is an empty mapping);
+    `what` names the file in the error when it is missing."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     loaded = yaml.safe_load(path.read_text()) or {}
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
     return loaded
+
+
+def set_dotted(values: dict, key: str, value) -> None:
+    """Set ``values[a][b] = value`` for the dotted `key` ``a.b`` (sections created as needed)."""
+    parts = key.split(".")
+    node = values
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override {key!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def read_settings(path=None, overrides: dict | None = None, what: str = "config file") -> dict:
+    """The settings of the YAML file at `path` (none: empty), updated by dotted `overrides`
+    (``train.epochs=3`` sets ``{"train": {"epochs": 3}}``)."""
+    values = read_yaml_mapping(path, what) if path is not None else {}
+    for key, value in (overrides or {}).items():
+        set_dotted(values, key, value)
+    return values
 
 
 def load_config(preset: str = "default", path: str | Path | None = None, overrides: dict | None = None, *,

@@ -92,7 +92,8 @@ from ..robustness import AVERAGE, compute_effective_robustness, read_results
 from ..robustness.tables import BASELINE_SELECTORS
 from ..train.loop import TrainConfig, train
 from .quickstart import Log
-from .train import TrainRunConfig, _set_dotted, build_training_data, class_names_for
+from .config import read_settings
+from .train import TrainRunConfig, build_training_data, class_names_for
 
 MODES = ("full", "linear-probe", "lp-ft")
 ZERO_SHOT = "zeroshot"
@@ -218,17 +219,7 @@ class FinetuneConfig:
 def load_finetune_config(path=None, overrides: dict | None = None) -> FinetuneConfig:
     """The defaults, updated by the YAML file at `path`, then by dotted `overrides`; validated.
     ``train.seed`` follows ``seed`` unless set."""
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"fine-tuning config not found: {path}")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of settings at the top level")
-    values = copy.deepcopy(values)
-    for key, value in (overrides or {}).items():
-        _set_dotted(values, key, value)
+    values = read_settings(path, overrides, "fine-tuning config")
     sections = {"train": TrainConfig, "probe": ProbeSettings}
     _check_keys(values, FinetuneConfig, "settings")
     base = FinetuneConfig()

@@ -49,6 +49,7 @@ from ..world.captions import BARE_TEMPLATE, ZERO_SHOT_TEMPLATES
 from ..world.shapes import CLASS_NAMES, SYNONYMS
 from .config import BaselineRun, QuickstartConfig, load_config, read_yaml_mapping
 from .quickstart import ID_DATASET, SHIFTS, Log, build_world, load_eval_set, load_training_set
+from .report import _pct, _pp
 
 HYPOTHESES = ("size", "distribution", "language_train", "language_test", "loss")
 TITLES = {
@@ -341,14 +342,6 @@ def summarize(er: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
                          effective_robustness=mean, er_sd=float(values.std(ddof=1)) if n > 1 else float("nan"),
                          ci_low=low, ci_high=high, interval=kind))
     return pd.DataFrame(rows)
-
-
-def _pp(x: float) -> str:
-    return f"{100 * x:+.1f} pp"
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
 
 
 def _interval(row) -> str:

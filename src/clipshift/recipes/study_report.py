@@ -10,16 +10,8 @@ import pandas as pd
 
 from ..models.factory import atomic_write_text
 from ..report_html import write_html_report
-from .report import _markdown_table
+from .report import _markdown_table, _pct, _pp
 from .study import ID_DATASET, QUESTIONS, TITLES
-
-
-def _pp(x: float) -> str:
-    return f"{100 * x:+.1f} pp"
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
 
 
 def hypothesis_table(rows: list[dict]) -> pd.DataFrame:

@@ -29,7 +29,6 @@ final ``model/`` (safetensors + JSON, loadable by ``clipshift eval --model RUN/m
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -42,6 +41,7 @@ from ..data import TextMatcher, load_images, read_caption_table
 from ..data.csv_source import label_index
 from ..models.factory import ModelSpec, atomic_write_text, build_model, get_tokenizer, save_checkpoint
 from ..train.loop import TrainConfig, TrainData, train
+from .config import read_settings
 
 DECODE_THREADS = 4  # PIL decodes with the GIL released: threads overlap the file reads and decodes
 OBJECTIVE_KIND = {"contrastive": "clip", "supervised": "classifier", "finetune": "classifier", "simclr": "simclr"}
@@ -98,29 +98,9 @@ class TrainRunConfig:
         return self
 
 
-def _set_dotted(values: dict, key: str, value) -> None:
-    parts = key.split(".")
-    node = values
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ValueError(f"override {key!r}: {part!r} is not a section")
-    node[parts[-1]] = value
-
-
 def load_train_config(path=None, overrides: dict | None = None) -> TrainRunConfig:
     """The defaults, updated by the YAML file at `path`, then by dotted `overrides`; validated."""
-    values: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"training config not found: {path}")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: expected a mapping of settings at the top level")
-    values = copy.deepcopy(values)
-    for key, value in (overrides or {}).items():
-        _set_dotted(values, key, value)
+    values = read_settings(path, overrides, "training config")
     known = {f.name for f in fields(TrainRunConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
