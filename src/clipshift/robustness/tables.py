@@ -1,12 +1,13 @@
 """Readers for results tables: this project's long ``results.csv`` and the published tables people
 already have (open_clip's ``openclip_results.csv``, timm's ``results-*.csv`` folder, CLIP_benchmark
-JSON files). Every reader returns the same long form::
+JSON files; CLIP_benchmark's built CSV, JSON lines and long tables with named columns are read by
+:mod:`.formats`). Every reader returns the same long form::
 
     model, dataset, metric ("top1"), value (fraction), num_examples, source, <metadata...>
 
 with canonical dataset ids (``imagenet``, ``imagenet-v2``, ``imagenet-sketch``, ``imagenet-r``,
-``imagenet-a``, ``objectnet``; any other id, e.g. the embedded world's ``test``, ``v2``, ``sketch``,
-is kept as written).
+``imagenet-a``, ``objectnet``, through the alias table of :mod:`.datasets`; any other id, e.g. the
+embedded world's ``test``, ``v2``, ``sketch``, is kept as written by the long format).
 
 Percent vs fraction is decided per column (per file for timm and the long form): a column with any
 value above 1 holds percentages and is divided by 100. A value that is then outside [0, 1], or not a
@@ -22,31 +23,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CANONICAL_DATASETS = ("imagenet", "imagenet-v2", "imagenet-sketch", "imagenet-r", "imagenet-a", "objectnet")
-NATURAL_SHIFTS = CANONICAL_DATASETS[1:]
+from ._io import TableFormatError, as_fraction as _as_fraction, check_unique as _check_unique, lines_of as _lines
+from ._io import read_csv as _read_csv, read_text
+from .datasets import CANONICAL_DATASETS, DATASET_ALIASES, DATASET_SIZES, NATURAL_SHIFTS, canonical_dataset
+from .formats import (CLIP_BENCHMARK_CSV_COLUMNS, read_clip_benchmark_csv, read_columns_table,
+                      read_json_lines)
 
-# Size of each canonical evaluation set, used as the binomial n of a published accuracy (the tables do
-# not say it). ObjectNet: the images in the 113 folders that map to ImageNet classes.
-DATASET_SIZES = {"imagenet": 50_000, "imagenet-v2": 10_000, "imagenet-sketch": 50_889, "imagenet-r": 30_000,
-                 "imagenet-a": 7_500, "objectnet": 18_574}
+__all__ = ["BASELINE_SELECTORS", "CANONICAL_DATASETS", "DATASET_ALIASES", "DATASET_SIZES", "FORMATS",
+           "NATURAL_SHIFTS", "TableFormatError", "canonical_dataset", "detect_format", "imagenet1k_only",
+           "read_clip_benchmark", "read_long_table", "read_openclip_table", "read_results", "read_timm_file",
+           "read_timm_folder"]
 
-_ALIASES = {
-    "imagenet": ["imagenet", "imagenet1k", "imagenet-1k", "imagenet 1k", "imagenet-val", "imagenet val",
-                 "ilsvrc2012", "ilsvrc-2012", "in1k"],
-    "imagenet-v2": ["imagenet-v2", "imagenet v2", "imagenetv2", "imagenetv2-matched-frequency",
-                    "imagenetv2 matched frequency", "imagenet-v2-matched-frequency"],
-    "imagenet-sketch": ["imagenet-sketch", "imagenet sketch", "imagenet_sketch", "imagenetsketch"],
-    "imagenet-r": ["imagenet-r", "imagenet r", "imagenetr", "imagenet-rendition", "imagenet rendition"],
-    "imagenet-a": ["imagenet-a", "imagenet a", "imageneta", "imagenet-adversarial"],
-    "objectnet": ["objectnet", "objectnet-1.0", "object net"],
-}
-
-
-def _key(name: str) -> str:
-    return re.sub(r"[^a-z0-9.]", "", str(name).lower())
-
-
-_ALIAS_TO_ID = {_key(alias): canonical for canonical, aliases in _ALIASES.items() for alias in aliases}
 # timm's results files, by file name (``results-<stem>.csv``); bare "sketch" is only an alias here,
 # because the embedded world has its own `sketch` set.
 _TIMM_FILES = {"imagenet": "imagenet", "imagenetv2-matched-frequency": "imagenet-v2", "sketch": "imagenet-sketch",
@@ -56,63 +43,8 @@ _TIMM_SKIPPED = {"imagenet-real", "imagenet-r-clean", "imagenet-a-clean"}  # re-
 LONG_COLUMNS = ("model", "dataset", "metric", "value")
 OPENCLIP_COLUMNS = ("name", "pretrained")
 TIMM_COLUMNS = ("model", "top1")
-FORMATS = ("long", "openclip", "timm", "clip_benchmark")
-
-
-class TableFormatError(ValueError):
-    """A results table whose format could not be recognised or whose content is invalid."""
-
-
-def canonical_dataset(name: str) -> str:
-    """The canonical id of a dataset name ('ImageNet v2' → 'imagenet-v2'); unknown names unchanged."""
-    return _ALIAS_TO_ID.get(_key(name), str(name).strip())
-
-
-# --- value checks ----------------------------------------------------------------------------------------------
-
-def _as_fraction(values: pd.Series, where: str, column: str, lines: pd.Series) -> pd.Series:
-    """Accuracies of one column as fractions: numbers checked, percent detected (any value > 1)."""
-    numeric = pd.to_numeric(values, errors="coerce")
-    bad = numeric.isna() & values.notna() & (values.astype(str).str.strip() != "")
-    if bad.any():
-        i = bad.idxmax()
-        raise TableFormatError(f"{where}, line {lines[i]}, column {column!r}: {values[i]!r} is not a number")
-    percent = bool((numeric > 1).any())
-    if percent:
-        numeric = (numeric / 100).round(12)  # 75.57 / 100 → 0.7557, not 0.7556999999999999
-    out_of_range = (numeric < 0) | (numeric > 1)
-    if out_of_range.any():
-        i = out_of_range.idxmax()
-        raw = values[i]
-        reason = "percent above 100" if percent and numeric[i] > 1 else "negative accuracy"
-        raise TableFormatError(f"{where}, line {lines[i]}, column {column!r}: {raw!r} is not an accuracy "
-                               f"({reason}; values are read as {'percent' if percent else 'fractions'})")
-    return numeric
-
-
-def _check_unique(frame: pd.DataFrame, keys: list[str], where: str, lines: pd.Series, what: str) -> None:
-    dupes = frame[frame.duplicated(keys, keep=False)]
-    if len(dupes):
-        first = dupes.iloc[0]
-        same = dupes[(dupes[keys] == first[keys]).all(axis=1)]
-        at = ", ".join(str(lines[i]) for i in same.index)
-        desc = ", ".join(f"{k}={first[k]!r}" for k in keys)
-        raise TableFormatError(f"{where}: duplicate {what} ({desc}) on lines {at}")
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
-    except pd.errors.EmptyDataError:
-        raise TableFormatError(f"{path}: empty file") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
-    return frame
-
-
-def _lines(frame: pd.DataFrame) -> pd.Series:
-    """File line number of each row (header is line 1)."""
-    return pd.Series(np.arange(len(frame)) + 2, index=frame.index)
+FORMATS = ("long", "openclip", "timm", "clip_benchmark", "clip_benchmark_csv", "jsonl", "columns")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
 
 
 # --- readers ---------------------------------------------------------------------------------------------------
@@ -234,7 +166,7 @@ def _clip_benchmark_records(path: Path) -> list[tuple[dict, str]]:
     records = []
     for file in files:
         try:
-            data = json.loads(file.read_text())
+            data = json.loads(read_text(file, "CLIP_benchmark JSON"))
         except json.JSONDecodeError as error:
             raise TableFormatError(f"{file}: not valid JSON ({error})") from None
         for i, record in enumerate(data if isinstance(data, list) else [data]):
@@ -284,8 +216,30 @@ def read_clip_benchmark(path) -> pd.DataFrame:
     return frame
 
 
+def _json_format(path: Path) -> str:
+    """``clip_benchmark`` for a JSON document of CLIP_benchmark results (an object with ``metrics``, or
+    a list), ``jsonl`` for JSON lines or a single object of dataset keys."""
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        return "jsonl"
+    try:
+        data = json.loads(read_text(path, "CLIP_benchmark JSON or JSON lines, one object per model"))
+    except json.JSONDecodeError:
+        return "jsonl"  # several lines of objects; the reader names a line that is not one
+    return "jsonl" if isinstance(data, dict) and "metrics" not in data else "clip_benchmark"
+
+
+def _known_formats() -> str:
+    return (f"long ({','.join(LONG_COLUMNS)}[,num_examples]), CLIP_benchmark CSV "
+            f"({','.join(CLIP_BENCHMARK_CSV_COLUMNS)},...), open_clip ({','.join(OPENCLIP_COLUMNS)},<dataset columns>), "
+            f"timm ({','.join(TIMM_COLUMNS)},...: a results-<dataset>.csv file or a folder of them), "
+            f"CLIP_benchmark (*.json), JSON lines (*.jsonl, one object per model with keys such as ImageNet, "
+            f"ImageNetV2); any other long table with --model-column, --dataset-column, --value-column")
+
+
 def detect_format(path) -> str:
-    """``long``, ``openclip``, ``timm`` (a folder or one results file) or ``clip_benchmark``."""
+    """The format of a results table, from its name and columns: ``long``, ``clip_benchmark_csv``,
+    ``openclip``, ``timm`` (a folder or one results file), ``clip_benchmark`` (JSON) or ``jsonl``.
+    (``columns``, a long table with named columns, is never detected: name them.)"""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"results table not found: {path}")
@@ -295,28 +249,41 @@ def detect_format(path) -> str:
         if any(path.rglob("*.json")):
             return "clip_benchmark"
         raise TableFormatError(f"{path}: a folder with neither timm results-*.csv files nor CLIP_benchmark *.json")
-    if path.suffix.lower() == ".json":
-        return "clip_benchmark"
+    if path.suffix.lower() in (".json", *JSONL_SUFFIXES):
+        return _json_format(path)
     columns = list(_read_csv(path).columns)
-    if all(c in columns for c in LONG_COLUMNS):
-        return "long"
-    if all(c in columns for c in OPENCLIP_COLUMNS):
-        return "openclip"
-    if all(c in columns for c in TIMM_COLUMNS):
-        return "timm"
-    raise TableFormatError(
-        f"{path}: unrecognised results table with columns {columns}. Known formats: long "
-        f"({','.join(LONG_COLUMNS)}[,num_examples]), open_clip ({','.join(OPENCLIP_COLUMNS)},<dataset columns>), "
-        f"timm ({','.join(TIMM_COLUMNS)},...: a results-<dataset>.csv file or a folder of them), "
-        f"CLIP_benchmark (*.json)")
+    for fmt, needed in (("long", LONG_COLUMNS), ("clip_benchmark_csv", CLIP_BENCHMARK_CSV_COLUMNS),
+                        ("openclip", OPENCLIP_COLUMNS), ("timm", TIMM_COLUMNS)):
+        if all(c in columns for c in needed):
+            return fmt
+    raise TableFormatError(f"{path}: unrecognised results table with columns {columns}. Known formats: "
+                           f"{_known_formats()}")
 
 
-def read_results(path, format: str = "auto") -> pd.DataFrame:
-    """Any supported results table (file or folder) as the long form; `format` ``auto`` detects it."""
+def read_results(path, format: str = "auto", *, model_columns=None, dataset_column: str | None = None,
+                 value_column: str | None = None, where: dict | None = None, datasets=None) -> pd.DataFrame:
+    """Any supported results table (file or folder) as the long form; `format` ``auto`` detects it.
+
+    Naming any of `model_columns`, `dataset_column`, `value_column` or `where` reads the file as a
+    long table with those columns (``read_columns_table``). `datasets`: dataset names to keep besides
+    ImageNet and its shifts in the formats that leave other datasets out (CLIP_benchmark CSV, JSON
+    lines, named columns); what they leave out is named in ``attrs["notes"]``."""
     path = Path(path)
-    fmt = detect_format(path) if format == "auto" else format
+    named = any(v is not None for v in (model_columns, dataset_column, value_column, where))
+    fmt = ("columns" if named else detect_format(path)) if format == "auto" else format
     if fmt not in FORMATS:
         raise ValueError(f"unknown results format {format!r}; known: {list(FORMATS)} or 'auto'")
+    if named and fmt != "columns":
+        raise ValueError(f"model_columns, dataset_column, value_column and where describe a long table "
+                         f"(format 'columns'), not format {fmt!r}")
+    if not path.exists():
+        raise FileNotFoundError(f"results table not found: {path}")
+    if fmt == "columns":
+        return read_columns_table(path, model_columns, dataset_column, value_column, where, datasets)
+    if fmt == "clip_benchmark_csv":
+        return read_clip_benchmark_csv(path, datasets)
+    if fmt == "jsonl":
+        return read_json_lines(path, datasets)
     if fmt == "long":
         return read_long_table(path)
     if fmt == "openclip":

@@ -1,0 +1,124 @@
+"""Reading results files: text checks, CSV reading, value and duplicate checks shared by the readers.
+
+Percent vs fraction is decided per column: a column with any value above 1 holds percentages and is
+divided by 100. A value that is then outside [0, 1], or not a number, is an error that names the file,
+the line and the column.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SNIFF_BYTES = 8192
+
+
+class TableFormatError(ValueError):
+    """A results table whose format could not be recognised or whose content is invalid."""
+
+
+def check_text(path: Path, expected: str) -> None:
+    """Raise TableFormatError naming `path` and what was `expected` when the file is not UTF-8 text
+    (a NUL byte or undecodable bytes in its first ``SNIFF_BYTES``)."""
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    nul = head.find(b"\0")
+    if nul >= 0:
+        raise TableFormatError(f"{path}: a binary file (NUL byte at offset {nul}), not text; "
+                               f"expected {expected}")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if len(head) < SNIFF_BYTES or error.start < len(head) - 4:  # not just a character cut at the end
+            raise TableFormatError(f"{path}: a binary file (byte {error.start} is not UTF-8 text); "
+                                   f"expected {expected}") from None
+
+
+def read_text(path: Path, expected: str) -> str:
+    """The whole file as UTF-8 text, or TableFormatError naming it and what was `expected`."""
+    check_text(path, expected)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise TableFormatError(f"{path}: not UTF-8 text (byte {error.start}); expected {expected}") from None
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A CSV (TSV for ``.tsv``) table as strings, header stripped; clear errors for binary, empty or
+    malformed files."""
+    expected = "a results table as CSV/TSV text, CLIP_benchmark JSON or JSON lines"
+    check_text(path, expected)
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+    except pd.errors.EmptyDataError:
+        raise TableFormatError(f"{path}: empty file") from None
+    except UnicodeDecodeError as error:
+        raise TableFormatError(f"{path}: not UTF-8 text (byte {error.start}); expected {expected}") from None
+    except pd.errors.ParserError as error:
+        raise TableFormatError(f"{path}: not a readable CSV table ({str(error).strip()}); expected {expected}"
+                               ) from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    return frame
+
+
+def lines_of(frame: pd.DataFrame) -> pd.Series:
+    """File line number of each row (header is line 1)."""
+    return pd.Series(np.arange(len(frame)) + 2, index=frame.index)
+
+
+def as_fraction(values: pd.Series, where: str, column: str, lines: pd.Series) -> pd.Series:
+    """Accuracies of one column as fractions: numbers checked, percent detected (any value > 1)."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = numeric.isna() & values.notna() & (values.astype(str).str.strip() != "")
+    if bad.any():
+        i = bad.idxmax()
+        raise TableFormatError(f"{where}, line {lines[i]}, column {column!r}: {values[i]!r} is not a number")
+    percent = bool((numeric > 1).any())
+    if percent:
+        numeric = (numeric / 100).round(12)  # 75.57 / 100 → 0.7557, not 0.7556999999999999
+    out_of_range = (numeric < 0) | (numeric > 1)
+    if out_of_range.any():
+        i = out_of_range.idxmax()
+        raw = values[i]
+        reason = "percent above 100" if percent and numeric[i] > 1 else "negative accuracy"
+        raise TableFormatError(f"{where}, line {lines[i]}, column {column!r}: {raw!r} is not an accuracy "
+                               f"({reason}; values are read as {'percent' if percent else 'fractions'})")
+    return numeric
+
+
+def check_unique(frame: pd.DataFrame, keys: list[str], where: str, lines: pd.Series, what: str) -> None:
+    """TableFormatError naming the lines of the first duplicate of `keys`."""
+    dupes = frame[frame.duplicated(keys, keep=False)]
+    if len(dupes):
+        first = dupes.iloc[0]
+        same = dupes[(dupes[keys] == first[keys]).all(axis=1)]
+        at = ", ".join(str(lines[i]) for i in same.index)
+        desc = ", ".join(f"{k}={first[k]!r}" for k in keys)
+        raise TableFormatError(f"{where}: duplicate {what} ({desc}) on lines {at}")
+
+
+def left_out_note(where: str, names, count: int, what: str = "rows") -> str:
+    """One line naming the datasets a reader left out."""
+    names = sorted({str(n) for n in names})
+    return (f"{where}: left out {count} {what} of {len(names)} dataset(s) that are not ImageNet or its natural "
+            f"shifts: {', '.join(names)}")
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file in the same folder and ``os.replace`` (mode 0644)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
