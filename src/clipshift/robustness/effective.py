@@ -3,6 +3,9 @@
 Input: a long DataFrame with columns ``model, dataset, metric, value, num_examples`` (+ any
 metadata columns, carried through one value per model); only ``metric == "top1"`` rows are used,
 values are accuracies as fractions in [0, 1].
+
+One id dataset: the line of Taori et al. (``BaselineFit``). Several: the plane of Shi et al. (2023)
+over all of them (``multi_id.PlaneFit``); see ``compute_effective_robustness``.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import warnings
 from pathlib import Path
 
 from .baseline import BaselineFit, bootstrap_lines
+from .multi_id import PlaneFit, bootstrap_planes
 from .tables import NATURAL_SHIFTS, read_results
 from .transforms import CLIP_EPSILON, get_transform
 
@@ -25,6 +29,11 @@ CORE_COLUMNS = ("model", "dataset", "metric", "value", "num_examples")
 ER_COLUMNS = ["model", "dataset", "id_dataset", "id_accuracy", "shift_accuracy", "baseline_accuracy",
               "effective_robustness", "ci_low", "ci_high", "is_baseline"]
 FIT_COLUMNS = ["dataset", "id_dataset", "transform", "slope", "intercept", "r2", "num_models", "clip_epsilon"]
+# several id datasets: ``id_dataset`` is their names joined by ID_SEPARATOR, er gains one
+# ``id_accuracy_<name>`` column and fits one ``weight_<name>`` column per id dataset
+ID_SEPARATOR = "+"
+ID_ACCURACY_PREFIX = "id_accuracy_"
+WEIGHT_PREFIX = "weight_"
 
 
 def _as_names(values, what: str) -> list:
@@ -36,13 +45,18 @@ def _as_names(values, what: str) -> list:
     return names
 
 
-def _check_request(id_dataset, id_datasets: dict, shift_datasets: list, n_bootstrap, confidence) -> None:
+def _check_request(ids: list, id_datasets: dict, shift_datasets: list, n_bootstrap, confidence) -> None:
     if not shift_datasets:
         raise ValueError("shift_datasets: need at least one shift dataset, got none")
     unknown = sorted(set(id_datasets) - set(shift_datasets) - {AVERAGE})
     if unknown:
         raise ValueError(f"id_datasets: {unknown} are not among the shift datasets {shift_datasets}")
-    for bad in [id_dataset, *id_datasets.values(), AVERAGE]:
+    if not ids:
+        raise ValueError("id_dataset: need at least one id dataset, got none")
+    if len(ids) > 1 and id_datasets:
+        raise ValueError(f"id_datasets (an id dataset per shift) cannot be combined with several id datasets "
+                         f"{ids}: the plane uses all of them for every shift")
+    for bad in [*ids, *id_datasets.values(), AVERAGE]:
         if bad in shift_datasets:
             raise ValueError(f"shift_datasets: {bad!r} cannot be a shift (it is an id dataset or the reserved "
                              f"name {AVERAGE!r})")
@@ -70,11 +84,11 @@ def _top1(results: pd.DataFrame) -> pd.DataFrame:
     return top1
 
 
-def _check_datasets(top1: pd.DataFrame, id_of: dict, shift_datasets: list, baseline_models: list) -> None:
+def _check_datasets(top1: pd.DataFrame, id_of: dict, ids: list, shift_datasets: list, baseline_models: list) -> None:
     present = set(top1["dataset"])
-    for shift in [AVERAGE, *shift_datasets]:
-        if id_of[shift] not in present:
-            raise ValueError(f"id_dataset {id_of[shift]!r} not in results; top1 datasets present: {sorted(present)}")
+    for name in [*(id_of[shift] for shift in [AVERAGE, *shift_datasets]), *ids]:
+        if name not in present:
+            raise ValueError(f"id_dataset {name!r} not in results; top1 datasets present: {sorted(present)}")
     absent = [d for d in shift_datasets if d not in present]
     if absent:
         raise ValueError(f"shift_datasets {absent} not in results; top1 datasets present: {sorted(present)}")
@@ -87,19 +101,22 @@ def _check_datasets(top1: pd.DataFrame, id_of: dict, shift_datasets: list, basel
         raise ValueError(f"baseline_models: need at least 2 baseline models, got {len(baseline_models)}")
 
 
-def _baseline_rows(acc: pd.DataFrame, baseline_models: list, x_col: str, datasets: list, what: str) -> np.ndarray:
-    """Mask over `acc` rows: baseline models with results on `x_col` and all of `datasets` (at least 2)."""
-    mask = acc.index.isin(baseline_models) & acc[[x_col, *datasets]].notna().all(axis=1).to_numpy()
-    if mask.sum() < 2:
-        raise ValueError(f"{what}: need at least 2 baseline models with results on {[x_col, *datasets]}, "
+def _baseline_rows(acc: pd.DataFrame, baseline_models: list, x_col, datasets: list, what: str,
+                   minimum: int = 2) -> np.ndarray:
+    """Mask over `acc` rows: baseline models with results on `x_col` (a name or a list of names) and all
+    of `datasets` (at least `minimum`)."""
+    needed = [x_col, *datasets] if isinstance(x_col, str) else [*x_col, *datasets]
+    mask = acc.index.isin(baseline_models) & acc[needed].notna().all(axis=1).to_numpy()
+    if mask.sum() < minimum:
+        raise ValueError(f"{what}: need at least {minimum} baseline models with results on {needed}, "
                          f"got {int(mask.sum())}")
     return mask
 
 
-def _metadata(top1: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+def _metadata(top1: pd.DataFrame, columns: Iterable[str], reserved: Iterable[str] = ()) -> pd.DataFrame:
     """One row per model (index) of the extra columns: the first non-null value of each."""
     meta_cols = [c for c in columns if c not in CORE_COLUMNS]
-    clash = [c for c in meta_cols if c in ER_COLUMNS]
+    clash = [c for c in meta_cols if c in ER_COLUMNS or c in set(reserved)]
     if clash:
         raise ValueError(f"results: column(s) {clash} clash with output columns of the same name; rename them")
     return top1.groupby("model", sort=False)[meta_cols].first()
@@ -134,77 +151,137 @@ def _er_rows(dataset, id_dataset, x: pd.Series, y: pd.Series, x_draws, y_draws, 
                          "ci_low": low, "ci_high": high, "is_baseline": [m in base for m in models]})
 
 
-def compute_effective_robustness(results: pd.DataFrame, id_dataset: str, shift_datasets, *, baseline_models,
+def _plane_er_rows(dataset, ids: list, x: pd.DataFrame, y: pd.Series, x_draws, y_draws, fit: PlaneFit, planes,
+                   base: set, quantiles) -> pd.DataFrame:
+    """ER table of one dataset against a plane; `x`: (models, K) id accuracies, `x_draws`: (draws, models, K)."""
+    t = get_transform(fit.transform)
+    valid = (x.notna().all(axis=1) & y.notna()).to_numpy()
+    weights, intercepts = planes
+    z = np.einsum("dmk,dk->dm", t.forward(x_draws[:, valid]), weights) + intercepts[:, None]
+    diff = y_draws[:, valid] - t.inverse(z)
+    low, high = (np.nanquantile if np.isnan(diff).any() else np.quantile)(diff, quantiles, axis=0)
+    models = x.index[valid]
+    predicted = fit.predict(x[valid].to_numpy())
+    frame = pd.DataFrame({"model": models, "dataset": dataset, "id_dataset": ID_SEPARATOR.join(ids),
+                          "id_accuracy": x[valid].iloc[:, 0].to_numpy(), "shift_accuracy": y[valid].to_numpy(),
+                          "baseline_accuracy": predicted, "effective_robustness": y[valid].to_numpy() - predicted,
+                          "ci_low": low, "ci_high": high, "is_baseline": [m in base for m in models]})
+    for name in ids:
+        frame[ID_ACCURACY_PREFIX + name] = x.loc[valid, name].to_numpy()
+    return frame
+
+
+def _fit_row(dataset, id_name, transform, fit, weights: dict | None = None) -> dict:
+    slope = getattr(fit, "slope_", np.nan)
+    row = dict(dataset=dataset, id_dataset=id_name, transform=transform, slope=slope, intercept=fit.intercept_,
+               r2=fit.r2_, num_models=fit.num_models_, clip_epsilon=CLIP_EPSILON)
+    return {**row, **{WEIGHT_PREFIX + k: v for k, v in (weights or {}).items()}}
+
+
+def _single_id_tables(acc, counts, id_of: dict, shifts: list, baseline_models: list, transform: str,
+                      n_bootstrap: int, quantiles, rng) -> tuple[list, list]:
+    """ER rows and fit rows against lines (Taori et al.), one id dataset per shift."""
+    id_names = list(dict.fromkeys(id_of.values()))
+    draws = {d: _binomial(rng, acc[d], counts[d], n_bootstrap) for d in [*id_names, *shifts]}
+    acc[AVERAGE] = acc[shifts].mean(axis=1, skipna=False)
+    draws[AVERAGE] = np.mean([draws[d] for d in shifts], axis=0)
+    base, t = set(baseline_models), get_transform(transform)
+    er_parts, fit_rows = [], []
+    for dataset in [*shifts, AVERAGE]:
+        id_name = id_of[dataset]
+        x, y = acc[id_name], acc[dataset]
+        needed = shifts if dataset == AVERAGE else [dataset]
+        is_base = _baseline_rows(acc, baseline_models, id_name, needed, f"dataset {dataset!r}")
+        fit = BaselineFit(transform, CLIP_EPSILON).fit(x[is_base].to_numpy(), y[is_base].to_numpy())
+        fit_rows.append(_fit_row(dataset, id_name, transform, fit))
+        lines = bootstrap_lines(rng, t.forward(x[is_base]), t.forward(y[is_base]), n_bootstrap)
+        er_parts.append(_er_rows(dataset, id_name, x, y, draws[id_name], draws[dataset], fit, lines, base, quantiles))
+    return er_parts, fit_rows
+
+
+def _multi_id_tables(acc, counts, ids: list, shifts: list, baseline_models: list, transform: str,
+                     n_bootstrap: int, quantiles, rng) -> tuple[list, list]:
+    """ER rows and fit rows against planes over several id datasets (Shi et al. 2023)."""
+    draws = {d: _binomial(rng, acc[d], counts[d], n_bootstrap) for d in [*ids, *shifts]}
+    acc[AVERAGE] = acc[shifts].mean(axis=1, skipna=False)
+    draws[AVERAGE] = np.mean([draws[d] for d in shifts], axis=0)
+    base, t = set(baseline_models), get_transform(transform)
+    x, x_draws = acc[ids], np.stack([draws[d] for d in ids], axis=-1)
+    er_parts, fit_rows = [], []
+    for dataset in [*shifts, AVERAGE]:
+        y = acc[dataset]
+        needed = shifts if dataset == AVERAGE else [dataset]
+        is_base = _baseline_rows(acc, baseline_models, ids, needed, f"dataset {dataset!r}", minimum=len(ids) + 1)
+        fit = PlaneFit(transform, CLIP_EPSILON).fit(x[is_base].to_numpy(), y[is_base].to_numpy())
+        fit_rows.append(_fit_row(dataset, ID_SEPARATOR.join(ids), transform, fit, dict(zip(ids, fit.weights_))))
+        planes = bootstrap_planes(rng, t.forward(x[is_base].to_numpy()), t.forward(y[is_base].to_numpy()),
+                                  n_bootstrap)
+        er_parts.append(_plane_er_rows(dataset, ids, x, y, x_draws, draws[dataset], fit, planes, base, quantiles))
+    return er_parts, fit_rows
+
+
+def compute_effective_robustness(results: pd.DataFrame, id_dataset, shift_datasets, *, baseline_models,
                                  id_datasets: dict | None = None, transform: str = "logit", n_bootstrap: int = 1000,
                                  confidence: float = 0.95, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Effective robustness per (model, shift) and on the average over shifts (``average``).
 
-    For each shift dataset and for ``average`` (a model's mean accuracy over `shift_datasets`),
-    a ``BaselineFit`` is fit on `baseline_models` and every model with an id accuracy gets
-    ``ER = shift_accuracy - baseline(id_accuracy)`` (fractions).
+    One id dataset (`id_dataset` a name, or a list of one name: the same output): for each shift
+    and for ``average`` (a model's mean accuracy over `shift_datasets`), a ``BaselineFit`` line is
+    fit on `baseline_models` and every model with an id accuracy gets
+    ``ER = shift_accuracy - baseline(id_accuracy)`` (fractions). The id accuracy of a shift is
+    `id_dataset`'s unless `id_datasets` maps that shift to another dataset (imagenet-testbed's
+    class-subset convention, e.g. ``{"imagenet-r": "imagenet@imagenet-r-classes"}``; ``average``:
+    ``id_datasets["average"]``).
 
-    The id accuracy of a shift is `id_dataset`'s unless `id_datasets` maps that shift to another
-    dataset: imagenet-testbed plots ImageNet-R/A and ObjectNet against ImageNet accuracy on their
-    class subset, e.g. ``{"imagenet-r": "imagenet@imagenet-r-classes"}``. ``average`` uses
-    `id_dataset` (or ``id_datasets["average"]``).
+    Several id datasets (`id_dataset` a list, Shi et al. 2023): a ``PlaneFit``,
+    transform(shift) = Σ_k w_k · transform(id_k) + c, over baseline models with results on every id
+    dataset (at least K + 1 of them; include models trained on each distribution), and
+    ``ER = shift_accuracy - plane(id accuracies)``. `id_datasets` cannot be combined with this.
 
     Confidence interval (level `confidence`): percentile bootstrap with ``numpy.random.default_rng(seed)``,
-    `n_bootstrap` draws, vectorised. Each draw (a) resamples the baseline models with replacement
-    and refits the line (resamples with all-equal id accuracy are redrawn, see ``bootstrap_lines``),
-    and (b) where ``num_examples`` is known (non-null, > 0) draws the model's own id and shift
-    accuracies as Binomial(n, acc) / n; for ``average`` each shift is drawn then averaged.
+    `n_bootstrap` draws, vectorised: each draw resamples the baseline models and refits the line or
+    plane (degenerate resamples are redrawn), and, where ``num_examples`` is known (non-null, > 0),
+    draws the model's own accuracies as Binomial(n, acc) / n (for ``average`` each shift is drawn
+    then averaged). A model lacking an id accuracy or a shift gets no row for it; a fit uses the
+    baseline models that have all its accuracies.
 
-    Missing data: a model without the id accuracy of a shift gets no row for it; a model lacking
-    some shift gets no ``average`` row. A shift's line is fitted on the baseline models that have
-    both accuracies (at least 2); the average's on those that have every shift.
-
-    Returns ``(er, fits)``: ``er`` has one row per (model, dataset) with columns ``ER_COLUMNS`` then
-    the metadata columns of `results` (first non-null value per model); ``fits`` has one row per
-    dataset with columns ``FIT_COLUMNS``.
+    Returns ``(er, fits)``. ``er``: one row per (model, dataset), columns ``ER_COLUMNS``, then with
+    several id datasets ``id_accuracy_<name>`` per id dataset (``id_dataset`` is the names joined by
+    ``+``, ``id_accuracy`` the first one's, ``baseline_accuracy`` the plane's prediction), then the
+    metadata columns of `results` (first non-null value per model). ``fits``: one row per dataset,
+    columns ``FIT_COLUMNS`` (several id datasets: ``slope`` empty, then ``weight_<name>`` per id dataset).
     """
+    ids = _as_names(id_dataset, "id_dataset")
     shift_datasets = _as_names(shift_datasets, "shift_datasets")
     baseline_models = list(dict.fromkeys(_as_names(baseline_models, "baseline_models")))
-    id_of = {d: (id_datasets or {}).get(d, id_dataset) for d in [*shift_datasets, AVERAGE]}
+    _check_request(ids, dict(id_datasets or {}), shift_datasets, n_bootstrap, confidence)
+    id_of = {d: (id_datasets or {}).get(d, ids[0]) for d in [*shift_datasets, AVERAGE]}
     get_transform(transform)
-    _check_request(id_dataset, dict(id_datasets or {}), shift_datasets, n_bootstrap, confidence)
     top1 = _top1(results)
-    _check_datasets(top1, id_of, shift_datasets, baseline_models)
-    meta = _metadata(top1, results.columns)
+    _check_datasets(top1, id_of, ids, shift_datasets, baseline_models)
+    multi = len(ids) > 1
+    meta = _metadata(top1, results.columns, [ID_ACCURACY_PREFIX + d for d in ids] if multi else ())
     acc = top1.pivot(index="model", columns="dataset", values="value").astype(float)
     counts = (top1.pivot(index="model", columns="dataset", values="num_examples").astype(float)
               if "num_examples" in top1.columns else acc * np.nan)
-    rng = np.random.default_rng(seed)
-    id_names = list(dict.fromkeys(id_of.values()))
-    draws = {d: _binomial(rng, acc[d], counts[d], n_bootstrap) for d in [*id_names, *shift_datasets]}
-    acc[AVERAGE] = acc[shift_datasets].mean(axis=1, skipna=False)
-    draws[AVERAGE] = np.mean([draws[d] for d in shift_datasets], axis=0)
-    base, alpha = set(baseline_models), (1 - confidence) / 2
-    t = get_transform(transform)
-    er_parts, fit_rows = [], []
-    for dataset in [*shift_datasets, AVERAGE]:
-        id_name = id_of[dataset]
-        x, y = acc[id_name], acc[dataset]
-        needed = shift_datasets if dataset == AVERAGE else [dataset]
-        is_base = _baseline_rows(acc, baseline_models, id_name, needed, f"dataset {dataset!r}")
-        fit = BaselineFit(transform, CLIP_EPSILON).fit(x[is_base].to_numpy(), y[is_base].to_numpy())
-        fit_rows.append(dict(dataset=dataset, id_dataset=id_name, transform=transform, slope=fit.slope_,
-                             intercept=fit.intercept_, r2=fit.r2_, num_models=fit.num_models_,
-                             clip_epsilon=CLIP_EPSILON))
-        lines = bootstrap_lines(rng, t.forward(x[is_base]), t.forward(y[is_base]), n_bootstrap)
-        er_parts.append(_er_rows(dataset, id_name, x, y, draws[id_name], draws[dataset], fit, lines, base,
-                                 [alpha, 1 - alpha]))
-    er = pd.concat(er_parts, ignore_index=True)
-    er = er.join(meta, on="model")
-    return er, pd.DataFrame(fit_rows, columns=FIT_COLUMNS)
+    rng, alpha = np.random.default_rng(seed), (1 - confidence) / 2
+    tables = _multi_id_tables if multi else _single_id_tables
+    er_parts, fit_rows = tables(acc, counts, ids if multi else id_of, shift_datasets, baseline_models, transform,
+                                n_bootstrap, [alpha, 1 - alpha], rng)
+    er = pd.concat(er_parts, ignore_index=True).join(meta, on="model")
+    columns = FIT_COLUMNS + ([WEIGHT_PREFIX + d for d in ids] if multi else [])
+    return er, pd.DataFrame(fit_rows, columns=columns)
 
 
 # --- one call from tables to effective robustness -------------------------------------------------------------
 
-def _load(table, what: str) -> pd.DataFrame:
+def _load(table, what: str, options: dict | None = None, datasets=()) -> pd.DataFrame:
     if isinstance(table, pd.DataFrame):
+        if options:
+            raise ValueError(f"{what}: reading options {sorted(options)} apply to a file, not a DataFrame")
         return table.copy()
     if isinstance(table, (str, Path)):
-        return read_results(table)
+        return read_results(table, datasets=datasets, **(options or {}))
     raise TypeError(f"{what}: expected a path or a DataFrame, got {type(table).__name__}")
 
 
@@ -272,27 +349,37 @@ def default_shifts(table: pd.DataFrame, id_datasets: set, baseline_models: list)
     return keep, [d for d in candidates if d not in keep]
 
 
-def effective_robustness(results, baseline=None, *, id_dataset: str = "imagenet", shifts=None,
+def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shifts=None,
                          id_datasets: dict | None = None, baseline_filter=None, transform: str = "logit",
                          n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
-                         return_fits: bool = False):
+                         return_fits: bool = False, results_options: dict | None = None):
     """Effective robustness of every model in `results` above the baseline, in one call.
 
     `results` and `baseline`: paths of any table ``read_results`` reads (this project's long CSV,
-    open_clip's ``openclip_results.csv``, a timm ``results-*.csv`` folder, CLIP_benchmark JSON) or
-    long DataFrames. Baseline models as in ``combine_tables``. `shifts`: names (default: see
-    ``default_shifts``). Everything else as ``compute_effective_robustness``.
+    open_clip's ``openclip_results.csv``, a timm ``results-*.csv`` folder, CLIP_benchmark JSON or its
+    built CSV, JSON lines) or long DataFrames. `results_options`: keyword arguments of
+    ``read_results`` for the `results` file (``model_columns``, ``dataset_column``, ``value_column``,
+    ``where``). Baseline models as in ``combine_tables``. `id_dataset`: a name, or a list of names for
+    the multi-ID plane of Shi et al. `shifts`: names (default: see ``default_shifts``). Everything
+    else as ``compute_effective_robustness``.
 
     Returns the ER table (one row per model and shift, plus ``average``; fractions), or
     ``(er, fits)`` with `return_fits`. The shifts passed over for lack of baseline models are
-    listed in ``er.attrs["skipped_shifts"]`` (and a warning says so).
+    listed in ``er.attrs["skipped_shifts"]``, and what the readers left out of the tables (datasets
+    that are not ImageNet or its shifts, other tasks) in ``er.attrs["notes"]``; a warning says each.
     """
-    table, models = combine_tables(_load(results, "results"),
-                                   None if baseline is None else _load(baseline, "baseline"), baseline_filter)
+    ids = _as_names(id_dataset, "id_dataset")
+    wanted = [*ids, *(shifts or []), *(id_datasets or {}).values()]  # kept by readers that drop other datasets
+    frames = [_load(results, "results", results_options, wanted)]
+    if baseline is not None:
+        frames.append(_load(baseline, "baseline", None, wanted))
+    notes = [note for frame in frames for note in frame.attrs.get("notes", [])]
+    for note in notes:
+        warnings.warn(note, stacklevel=2)
+    table, models = combine_tables(frames[0], frames[1] if baseline is not None else None, baseline_filter)
     skipped: list = []
     if shifts is None:
-        ids = {id_dataset, *(id_datasets or {}).values()}
-        shifts, skipped = default_shifts(table, ids, models)
+        shifts, skipped = default_shifts(table, {*ids, *(id_datasets or {}).values()}, models)
         if skipped:
             warnings.warn(f"shifts {skipped} skipped: fewer than 2 baseline models have results on them",
                           stacklevel=2)
@@ -303,4 +390,5 @@ def effective_robustness(results, baseline=None, *, id_dataset: str = "imagenet"
                                             id_datasets=id_datasets, transform=transform,
                                             n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
     er.attrs["skipped_shifts"] = list(skipped)
+    er.attrs["notes"] = notes
     return (er, fits) if return_fits else er

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .baseline import bootstrap_lines
-from .effective import AVERAGE
+from .effective import AVERAGE, WEIGHT_PREFIX
 from .transforms import get_transform
 
 TICK_SETS = (  # finest first; the finest set with at most MAX_TICKS ticks in range is used
@@ -165,6 +165,9 @@ def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str
     rows = er[er["dataset"] == dataset]
     if rows.empty or dataset not in set(fits["dataset"]):
         raise ValueError(f"dataset {dataset!r} not in er/fits; datasets: {sorted(fits['dataset'])}")
+    if _weights(fits.set_index("dataset").loc[dataset]):
+        return plot_multi_id_fit(er, fits, dataset, path, title=title, transform=transform,
+                                 label_models=label_models)
     t = get_transform(transform)
     x, y = t.forward(rows["id_accuracy"]), t.forward(rows["shift_accuracy"])
     lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
@@ -189,6 +192,56 @@ def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str
         overlay(ax, t)
     id_dataset = str(rows["id_dataset"].iloc[0]) if "id_dataset" in rows else "in-distribution"
     _set_axes(ax, lo, hi, t, dataset, id_dataset, title)
+    if some:
+        ax.text(0.99, 0.01, f"named: the {MAX_LABELLED} highest ER", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=7, color="dimgrey")
+    fig.tight_layout()
+    return save_png_atomic(fig, path)
+
+
+def _weights(fit: pd.Series) -> dict:
+    """{id dataset: weight} of a multi-ID plane's fit row; empty for a line."""
+    return {str(k)[len(WEIGHT_PREFIX):]: float(v) for k, v in fit.items()
+            if str(k).startswith(WEIGHT_PREFIX) and pd.notna(v)}
+
+
+def _plane_text(fit: pd.Series, t) -> str:
+    terms = " + ".join(f"{w:.2f}·{t.name}({name})" for name, w in _weights(fit).items())
+    return f"{t.name}(shift) = {terms} {'+' if fit['intercept'] >= 0 else '−'} {abs(fit['intercept']):.2f}"
+
+
+def plot_multi_id_fit(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, *, title=None,
+                      transform: str = "logit", label_models="auto") -> Path:
+    """The multi-ID fit of Shi et al. for `dataset` as a PNG at `path` (960 × 840 px): each model's shift
+    accuracy (y) against the plane's prediction from its id accuracies (x), both on the `transform`
+    scale with % ticks. y = x is the plane itself, so the baseline models' scatter about it shows the
+    fit (R² and the plane's equation in the legend) and a model's height above it is its effective
+    robustness, drawn with its interval. Returns the path."""
+    rows = er[er["dataset"] == dataset]
+    if rows.empty or dataset not in set(fits["dataset"]):
+        raise ValueError(f"dataset {dataset!r} not in er/fits; datasets: {sorted(fits['dataset'])}")
+    fit = fits.set_index("dataset").loc[dataset]
+    if not _weights(fit):
+        raise ValueError(f"dataset {dataset!r}: fits has no {WEIGHT_PREFIX}<id dataset> columns (a one-id-dataset "
+                         f"line: use plot_effective_robustness)")
+    t = get_transform(transform)
+    shown = rows.assign(id_accuracy=rows["baseline_accuracy"])  # x: the plane's prediction
+    x, y = t.forward(shown["id_accuracy"]), t.forward(shown["shift_accuracy"])
+    lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
+    pad = 0.08 * (hi - lo) + 0.15
+    lo, hi = lo - pad, hi + pad
+    fig = Figure(figsize=FIGSIZE)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([lo, hi], [lo, hi], color="black", lw=1.5,
+            label=f"y = x: the plane (R² {fit['r2']:.2f}, {int(fit['num_models'])} models)\n{_plane_text(fit, t)}")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    some = _draw_models(ax, shown, t, label_models)
+    ids = " + ".join(_weights(fit))
+    _set_axes(ax, lo, hi, t, dataset, ids, title or f"Effective robustness over {len(_weights(fit))} id sets "
+              f"({ids}):\n{'average over shifts' if dataset == AVERAGE else dataset}")
+    ax.set_xlabel(f"accuracy predicted by the plane from {', '.join(_weights(fit))} ({t.name} scale)")
     if some:
         ax.text(0.99, 0.01, f"named: the {MAX_LABELLED} highest ER", transform=ax.transAxes, ha="right",
                 va="bottom", fontsize=7, color="dimgrey")
