@@ -6,7 +6,7 @@
     clipshift study [CONFIG.yaml] --out DIR [--quick] [key=value ...]
     clipshift report RUN_DIR [--out FILE]
     clipshift finetune CONFIG.yaml [key=value ...] [--resume]
-    clipshift eval --model M [--pretrained P] [--datasets a,b] --data-root DIR --out DIR
+    clipshift eval --model M [--pretrained P] [--datasets a,b] --data-root DIR | --world DIR [--per-class] --out DIR
     clipshift probe --run runs/quickstart | --model M --pretrained P ... --data-root DIR --out DIR
     clipshift er --results TABLE [--baseline TABLE] [--id-dataset imagenet[,B]] [--shifts ...] --out DIR
 """
@@ -165,6 +165,9 @@ def dataset_roots(pairs: list[str] | None) -> dict[str, Path]:
     return {name: Path(root) for name, root in parse_pairs(pairs, "--dataset-root", "NAME=DIR").items()}
 
 
+DEFAULT_EVAL_DATASETS = ("imagenet", "imagenet-v2", "imagenet-sketch", "imagenet-r", "imagenet-a", "objectnet")
+
+
 def open_suites(datasets: str, data_root, dataset_root_pairs: list[str] | None) -> list:
     """The ImageNet-family suites named in `datasets` (comma-separated), each found under
     `data_root` or at its own ``--dataset-root NAME=DIR``."""
@@ -181,26 +184,44 @@ def open_suites(datasets: str, data_root, dataset_root_pairs: list[str] | None) 
     return [open_suite(d, roots.get(d), data_root=data_root) for d in names]
 
 
+def _eval_suites(args) -> tuple[list, list | None, list | None]:
+    """The suites `clipshift eval` scores, with the class names and templates the world needs
+    (None for ImageNet-family data: the defaults)."""
+    if args.world is None:
+        datasets = args.datasets or ",".join(DEFAULT_EVAL_DATASETS)
+        return open_suites(datasets, args.data_root, args.dataset_root), None, None
+    from .evaluate.per_class import open_world_suites
+    from .world.captions import ZERO_SHOT_TEMPLATES
+    from .world.shapes import CLASS_NAMES
+
+    names = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
+    return open_world_suites(args.world, names), list(CLASS_NAMES), list(ZERO_SHOT_TEMPLATES)
+
+
 def cmd_eval(args) -> int:
     import torch
 
     from .distributed import default_device, init_distributed_from_env
+    from .evaluate.per_class import PER_CLASS_COLUMNS
     from .evaluate.real import append_results, evaluate_model, resolve_templates
     from .models.load import load_model
 
     rank, size = init_distributed_from_env()
-    suites = open_suites(args.datasets, args.data_root, args.dataset_root)
+    suites, class_names, world_templates = _eval_suites(args)
     model = load_model(args.model, args.pretrained)
     if args.name:
         model.name = args.name
     device = torch.device(args.device) if args.device != "auto" else default_device()
     out = Path(args.out)
     cache = Path(args.cache_dir) if args.cache_dir else out / "cache"
-    templates = resolve_templates(args.templates) if model.kind == "clip" else None
-    rows = evaluate_model(model, suites, templates=templates, cache_dir=None if args.no_cache else cache,
-                          batch_size=args.batch_size, workers=args.workers, device=device, strict=args.strict,
-                          amp=not args.no_amp, progress=not args.quiet,
-                          extra={"group": args.group} if args.group else None)
+    templates = None
+    if model.kind == "clip":
+        templates = world_templates if world_templates and not args.templates else resolve_templates(args.templates)
+    per_class = [] if args.per_class else None
+    rows = evaluate_model(model, suites, templates=templates, class_names=class_names,
+                          cache_dir=None if args.no_cache else cache, batch_size=args.batch_size, workers=args.workers,
+                          device=device, strict=args.strict, amp=not args.no_amp, progress=not args.quiet,
+                          extra={"group": args.group} if args.group else None, per_class=per_class)
     if rank == 0:
         append_results(rows, out / "results.csv")
         for row in rows:
@@ -209,6 +230,10 @@ def cmd_eval(args) -> int:
                 print(f"{row['model']} on {row['dataset']}: top-1 {100 * row['value']:.2f}% "
                       f"({row['num_examples']} images{skipped})")
         print(f"results: {out / 'results.csv'}" + (f" ({size} processes)" if size > 1 else ""))
+        if per_class is not None:
+            append_results(per_class, out / "per_class.csv", keys=("model", "dataset", "class_id"))
+            print(f"per-class results ({', '.join(PER_CLASS_COLUMNS)}): {out / 'per_class.csv'} "
+                  f"({len(per_class)} rows)")
     return 0
 
 
@@ -242,13 +267,22 @@ def cmd_finetune(args) -> int:
 def _add_eval_parser(sub) -> None:
     ev = sub.add_parser("eval", help="evaluate an open_clip / timm / clipshift model on ImageNet and its shifts",
                         description="Zero-shot (CLIP) or classifier evaluation on ImageNet-family datasets laid out as "
-                                    "distributed; appends top-1, top-5 and mean per-class recall to OUT/results.csv. "
+                                    "distributed, or on the embedded world's exported sets (--world); appends top-1, "
+                                    "top-5 and mean per-class recall to OUT/results.csv, and with --per-class the "
+                                    "top-1 of every class to OUT/per_class.csv. "
                                     "Run under torchrun to shard every dataset across processes.")
     ev.add_argument("--model", required=True,
                     help="open_clip name (ViT-B-32), hf-hub:ORG/NAME, timm/ARCH, or a clipshift checkpoint folder")
     ev.add_argument("--pretrained", help="open_clip / timm pretrained tag, or a local checkpoint file")
-    ev.add_argument("--datasets", default="imagenet,imagenet-v2,imagenet-sketch,imagenet-r,imagenet-a,objectnet",
-                    help="comma-separated suites (default: ImageNet and the five shifts)")
+    ev.add_argument("--datasets",
+                    help="comma-separated suites (default: ImageNet and the five shifts; with --world, the "
+                         "world's evaluation sets present)")
+    ev.add_argument("--world", type=Path, metavar="DIR",
+                    help="evaluate on the embedded world exported under DIR (e.g. runs/quickstart/world: test, v2, "
+                         "sketch, rendition, objectnet, adversarial) instead of ImageNet-family data")
+    ev.add_argument("--per-class", action="store_true",
+                    help="also write OUT/per_class.csv: top-1 per class (model, dataset, class, top1, "
+                         "num_examples, class_id)")
     ev.add_argument("--data-root", type=Path, help="folder where the datasets are unpacked (standard folder names)")
     ev.add_argument("--dataset-root", action="append", metavar="NAME=DIR",
                     help="one dataset's own root, e.g. imagenet-r=/data/imagenet-r (repeatable)")

@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Subset
 
 from .._progress import progress_bar
+from .per_class import per_class_accuracy
 from ..data.imagenet import EvalSuite, SuiteDataset, score, suite_collate
 from ..distributed import default_device, world
 from ..models.factory import atomic_write_text, save_safetensors_atomic
@@ -204,9 +205,12 @@ def logits_for(model: EvalModel, features: Features, head: torch.Tensor | None) 
 def evaluate_model(model: EvalModel, suites: Sequence[EvalSuite], *, templates: Sequence[str] | None = None,
                    class_names: Sequence[str] | None = None, cache_dir=None, batch_size: int = 256,
                    workers: int = 4, device: torch.device | None = None, strict: bool = False, amp: bool = True,
-                   progress: bool = True, extra: dict | None = None) -> list[dict]:
+                   progress: bool = True, extra: dict | None = None, per_class: list | None = None) -> list[dict]:
     """Rows of the long results table for `model` on every suite: top1, top5 and mean per-class
-    recall, with ``num_examples`` (images scored) and ``images_skipped`` (undecodable)."""
+    recall, with ``num_examples`` (images scored) and ``images_skipped`` (undecodable).
+
+    `per_class`: a list that receives the per-class rows (``per_class.PER_CLASS_COLUMNS``) of every
+    suite, scored as top1 is; None: not computed."""
     device = device or default_device()
     head, template_tag = None, None
     if model.kind == "clip":
@@ -228,6 +232,12 @@ def evaluate_model(model: EvalModel, suites: Sequence[EvalSuite], *, templates: 
             raise ValueError(f"{model.name} gives {logits.shape[1]} scores per image; {suite.name} needs "
                              f"{suite.num_classes} (the ImageNet-1k label space)")
         metrics = score(logits, feats.targets, suite)
+        if per_class is not None:
+            names = class_names if class_names is not None else model.class_names
+            if names is None and suite.num_classes == 1000:
+                names = imagenet_class_names()
+            table = per_class_accuracy(logits, feats.targets, suite, names)
+            per_class += [{"model": model.name, "dataset": suite.name, **row} for row in table.to_dict("records")]
         for metric in METRICS:
             rows.append({"model": model.name, "dataset": suite.name, "metric": metric, "value": metrics[metric],
                          "num_examples": metrics["num_examples"], "images_skipped": len(feats.skipped),
@@ -235,15 +245,16 @@ def evaluate_model(model: EvalModel, suites: Sequence[EvalSuite], *, templates: 
     return rows
 
 
-def append_results(rows: list[dict], path) -> pd.DataFrame:
-    """Add `rows` to the long results table at `path` (created if missing); a (model, dataset,
-    metric) already there is replaced. Written atomically; returns the whole table."""
+def append_results(rows: list[dict], path, keys: Sequence[str] = ("model", "dataset", "metric")) -> pd.DataFrame:
+    """Add `rows` to the long results table at `path` (created if missing); a row with the same
+    `keys` (default model, dataset, metric) already there is replaced. Written atomically; returns
+    the whole table."""
     path = Path(path)
     new = pd.DataFrame(rows)
     if path.exists():
         old = pd.read_csv(path)
-        keys = set(zip(new["model"], new["dataset"], new["metric"]))
-        old = old[[k not in keys for k in zip(old["model"], old["dataset"], old["metric"])]]
+        seen = set(zip(*(new[k].astype(str) for k in keys)))  # as text: a class id "7" reads back as 7
+        old = old[[k not in seen for k in zip(*(old[k].astype(str) for k in keys))]]
         new = pd.concat([old, new], ignore_index=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, new.to_csv(index=False))
