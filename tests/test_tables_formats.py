@@ -73,8 +73,8 @@ def test_clip_benchmark_csv_read_and_er_by_hand(tmp_path, percent):
     assert set(frame["model"]) == {"ViT-B-32/openai"}
     assert frame.set_index("dataset")["value"].to_dict() == pytest.approx(CLIP)
     notes = frame.attrs["notes"]
-    assert any("1 rows of other tasks (zeroshot_retrieval)" in n for n in notes)
-    assert any("left out 2 rows of 2 dataset(s) that are not ImageNet or its natural shifts: cars, vtab/cifar10"
+    assert any("1 row(s) of other tasks (zeroshot_retrieval)" in n for n in notes)
+    assert any("left out 2 row(s) of 2 dataset(s) that are not ImageNet or its natural shifts: cars, vtab/cifar10"
                in n for n in notes)
     with pytest.warns(UserWarning) as warned:
         er = effective_robustness(path, write_baseline(tmp_path / "base.csv"), n_bootstrap=50)
@@ -123,7 +123,7 @@ def test_json_lines_read_and_er_by_hand(tmp_path):
     assert sorted(frame["model"].unique()) == ["model_0", "model_1"]
     assert sorted(frame["dataset"].unique()) == ["imagenet", "imagenet-a", "imagenet-r", "imagenet-sketch",
                                                  "imagenet-v2", "objectnet"]
-    assert frame.attrs["notes"] == [f"{path}: left out 2 values of 1 dataset(s) that are not ImageNet or its natural "
+    assert frame.attrs["notes"] == [f"{path}: left out 2 value(s) of 1 dataset(s) that are not ImageNet or its natural "
                                     f"shifts: ImageNet2p"]
     with pytest.warns(UserWarning, match="ImageNet2p"):
         er = effective_robustness(path, write_baseline(tmp_path / "base.csv"), n_bootstrap=50,

@@ -102,7 +102,7 @@ def check_unique(frame: pd.DataFrame, keys: list[str], where: str, lines: pd.Ser
         raise TableFormatError(f"{where}: duplicate {what} ({desc}) on lines {at}")
 
 
-def left_out_note(where: str, names, count: int, what: str = "rows") -> str:
+def left_out_note(where: str, names, count: int, what: str = "row(s)") -> str:
     """One line naming the datasets a reader left out."""
     names = sorted({str(n) for n in names})
     return (f"{where}: left out {count} {what} of {len(names)} dataset(s) that are not ImageNet or its natural "

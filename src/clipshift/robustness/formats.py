@@ -58,7 +58,7 @@ def _from_columns(frame: pd.DataFrame, path: Path, model_columns: list, dataset_
     frame = frame[frame[dataset_column].notna()]
     keep = _keep(frame[dataset_column], datasets)
     if (~keep).any():
-        notes.append(left_out_note(where, frame.loc[~keep, dataset_column], int((~keep).sum())))
+        notes.append(left_out_note(where, frame.loc[~keep, dataset_column], int((~keep).sum()), "row(s)"))
     frame = frame[keep]
     if frame.empty:
         raise TableFormatError(f"{where}: no rows left on ImageNet or its natural shifts (column "
@@ -132,7 +132,7 @@ def read_clip_benchmark_csv(path, datasets=None) -> pd.DataFrame:
         task = frame["task"].fillna("zeroshot_classification").str.strip()
         other = task != "zeroshot_classification"
         if other.any():
-            notes.append(f"{path}: left out {int(other.sum())} rows of other tasks "
+            notes.append(f"{path}: left out {int(other.sum())} row(s) of other tasks "
                          f"({', '.join(sorted(set(task[other])))})")
         frame = frame[~other]
     frame = frame.assign(pretrained=frame["pretrained"].fillna(""))
@@ -208,7 +208,7 @@ def read_json_lines(path, datasets=None) -> pd.DataFrame:
     if dupes:
         model, at = next(iter(dupes.items()))
         raise TableFormatError(f"{path}: duplicate model {model!r} on lines {', '.join(map(str, at))}")
-    notes = [left_out_note(str(path), unknown, sum(unknown.values()), "values")] if unknown else []
+    notes = [left_out_note(str(path), unknown, sum(unknown.values()), "value(s)")] if unknown else []
     if not rows:
         raise TableFormatError(f"{path}: no key names ImageNet or a natural shift (ImageNet, ImageNetV2, "
                                f"ImageNetSketch, ImageNetR, ImageNetA, ObjectNet)" + (f"; {notes[0]}" if notes else ""))
