@@ -138,7 +138,7 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING)  # open_clip warns that no pretrained weights were loaded
     try:
-        clip = open_clip.create_model(spec.architecture, pretrained=None, output_dict=True)
+        clip = create_clip(spec.architecture)
     finally:
         logging.disable(previous)
     if spec.kind == "clip":
@@ -150,6 +150,33 @@ def build_model(spec: ModelSpec, seed: int | None = None) -> nn.Module:
         mean, std = spec.metadata.get("pixel_mean", MEAN), spec.metadata.get("pixel_std", STD)
         return ZeroShotClassifier(clip.visual, embed_dim, len(spec.class_names), tuple(mean), tuple(std))
     return ImageClassifier(clip.visual, embed_dim, len(spec.class_names))
+
+
+TEXT_TOWER_KEY = "clipshift_text_tower"  # a model config's text tower when it is not open_clip's
+TEXT_TOWERS = ("transformer", "bag_of_words")
+
+
+def create_clip(architecture: str) -> nn.Module:
+    """A randomly initialised open_clip model for a registered `architecture`. A package config
+    with ``"clipshift_text_tower": "bag_of_words"`` gets :class:`~.text.BagOfWordsText` as the
+    text module of an ``open_clip.CustomTextCLIP`` (same image tower, loss and zero-shot code)."""
+    config = open_clip.get_model_config(architecture)
+    tower = (config or {}).get(TEXT_TOWER_KEY, "transformer")
+    if tower not in TEXT_TOWERS:
+        raise ValueError(f"{architecture}: {TEXT_TOWER_KEY} must be one of {TEXT_TOWERS}, got {tower!r}")
+    if tower == "transformer":
+        return open_clip.create_model(architecture, pretrained=None, output_dict=True)
+    from .text import BagOfWordsText
+
+    config = {k: v for k, v in config.items() if k != TEXT_TOWER_KEY}
+    text_cfg = config["text_cfg"]
+    # open_clip builds its transformer text tower first; a one-layer stand-in keeps that cheap
+    stand_in = {**text_cfg, "layers": 1, "vocab_size": 1}
+    clip = open_clip.CustomTextCLIP(**{**config, "text_cfg": stand_in}, output_dict=True)
+    clip.text = BagOfWordsText(text_cfg["vocab_size"], text_cfg["width"], config["embed_dim"],
+                               text_cfg["context_length"])
+    clip.context_length, clip.vocab_size = clip.text.context_length, clip.text.vocab_size
+    return clip
 
 
 def get_tokenizer(architecture: str):

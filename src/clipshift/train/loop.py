@@ -177,12 +177,14 @@ def load_training_state(path) -> dict:
 # --- the loop --------------------------------------------------------------------------------------------------
 
 def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progress=True, desc="train",
-          checkpoint_dir=None, spec: ModelSpec | None = None, resume: bool = False):
+          checkpoint_dir=None, spec: ModelSpec | None = None, resume: bool = False, on_step=None):
     """Train `model` in place on `data`; return the list of logged metrics (one dict per epoch).
 
     With `checkpoint_dir` (and the model's `spec`), a checkpoint is written every
     ``config.checkpoint_every`` optimizer steps and at the end; with `resume`, training continues
-    from the newest one there, exactly (same data order, augmentations, optimizer state)."""
+    from the newest one there, exactly (same data order, augmentations, optimizer state).
+    `on_step(step, model)`, when given, is called on rank 0 after every optimizer step (to measure
+    along the way; it must leave the model in training mode)."""
     from safetensors.torch import load_file
 
     config.validate()
@@ -286,6 +288,8 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
                 bar.set_postfix(epoch=epoch + 1, loss=f"{value:.3f}",
                                 img_s=f"{images_seen / max(time.perf_counter() - start, 1e-9):.0f}", refresh=False)
                 bar.update(1)
+                if on_step is not None and rank == 0:
+                    on_step(step, model)
                 if log and config.log_every and step % config.log_every == 0:
                     log.write(json.dumps({"run": desc, "step": step, "loss": value,
                                           "lr": scheduler.get_last_lr()[0]}) + "\n")
