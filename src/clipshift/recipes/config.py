@@ -8,32 +8,53 @@ from typing import Any
 
 import yaml
 
+from ..parallel import resolve_jobs
 from ..train.loop import TrainConfig
 from ..world.distributions import get_distribution
 
 
 @dataclass
 class BaselineRun:
-    """One baseline model: supervised on `narrow`, `train_size` images, `epochs` epochs."""
+    """One baseline model: supervised on `distribution` (``narrow``: true labels; ``diverse``: the
+    config's ``diverse_label_source``), `train_size` images, `epochs` epochs, with or without the
+    training augmentation, on the config's architecture unless `architecture` names another."""
 
     train_size: int
     epochs: int
+    augment: bool = True
+    architecture: str | None = None
+    distribution: str = "narrow"
+
+    def name(self) -> str:
+        """``baseline[_diverse]_n<size>_e<epochs>[_noaug][_<architecture>]``: unique per settings."""
+        parts = ["baseline" if self.distribution == "narrow" else f"baseline_{self.distribution}",
+                 f"n{self.train_size}", f"e{self.epochs}"]
+        parts += [] if self.augment else ["noaug"]
+        parts += [self.architecture] if self.architecture else []
+        return "_".join(parts)
 
 
 @dataclass
 class QuickstartConfig:
     seed: int = 0
-    architecture: str = "clipshift-small"
+    architecture: str = "clipshift-small-bow"
     image_size: int = 32
     train_size: int = 8000
     eval_size: int = 1200
     adversarial_size: int = 600
-    workers: int = 2
+    workers: int = 2  # processes generating the world
+    jobs: int = 0  # models trained at once, one process each (0: one per CPU; 1: in this process)
     supervised: TrainConfig = field(default_factory=lambda: TrainConfig("supervised", epochs=6, batch_size=128, lr=2e-3))
     contrastive: TrainConfig = field(default_factory=lambda: TrainConfig("contrastive", epochs=10, batch_size=64, lr=2e-3))
+    # The baseline: supervised models on `narrow` of many sizes, epochs, augmentation and image
+    # towers (as imagenet-testbed's many ImageNet models), plus `diverse`-trained ones for the
+    # two-ID-test-set fit (Shi et al. 2023).
     baselines: list[BaselineRun] = field(default_factory=lambda: [
         BaselineRun(300, 6), BaselineRun(600, 6), BaselineRun(1200, 6), BaselineRun(2500, 6),
-        BaselineRun(5000, 6), BaselineRun(8000, 2), BaselineRun(8000, 6),
+        BaselineRun(5000, 6), BaselineRun(8000, 2), BaselineRun(2500, 4, augment=False),
+        BaselineRun(8000, 4), BaselineRun(2500, 6, architecture="clipshift-tiny-bow"),
+        BaselineRun(600, 6, distribution="diverse"), BaselineRun(1500, 6, distribution="diverse"),
+        BaselineRun(4000, 6, distribution="diverse"),
     ])
     reference: BaselineRun = field(default_factory=lambda: BaselineRun(4000, 4))
     diverse_label_source: str = "text_match"  # labels of the supervised diverse model: text_match | true
@@ -45,8 +66,19 @@ class QuickstartConfig:
         for name in ("train_size", "eval_size", "adversarial_size", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if len(self.baselines) < 2:
-            raise ValueError(f"baselines needs at least 2 runs to fit a line, got {len(self.baselines)}")
+        resolve_jobs(self.jobs)
+        narrow = [run for run in self.baselines if run.distribution == "narrow"]
+        if len(narrow) < 2:
+            raise ValueError(f"baselines needs at least 2 runs on narrow data to fit a line, got {len(narrow)}")
+        for i, run in enumerate([*self.baselines, self.reference]):
+            where = f"baselines[{i}]" if i < len(self.baselines) else "reference"
+            if run.distribution not in ("narrow", "diverse"):
+                raise ValueError(f"{where}.distribution must be 'narrow' or 'diverse', got {run.distribution!r}")
+            if run.train_size < 1 or run.epochs < 1:
+                raise ValueError(f"{where}: train_size and epochs must be at least 1, got {run.train_size}, {run.epochs}")
+        names = [run.name() for run in self.baselines]
+        if len(set(names)) < len(names):
+            raise ValueError(f"baselines: two runs with the same settings: {sorted({n for n in names if names.count(n) > 1})}")
         if self.diverse_label_source not in ("text_match", "true"):
             raise ValueError(f"diverse_label_source must be 'text_match' or 'true', got {self.diverse_label_source!r}")
         for name in self.distributions:
@@ -67,10 +99,12 @@ class QuickstartConfig:
 
 
 TINY = dict(
-    architecture="clipshift-tiny", train_size=2400, eval_size=300, adversarial_size=120, workers=2,
-    supervised=dict(epochs=6, batch_size=64), contrastive=dict(epochs=4, batch_size=64),
+    train_size=2400, eval_size=300, adversarial_size=120, workers=2,  # the default image tower: CLIP learns
+    supervised=dict(epochs=6, batch_size=64), contrastive=dict(epochs=8, batch_size=64),
     baselines=[dict(train_size=200, epochs=4), dict(train_size=600, epochs=6),
-               dict(train_size=1200, epochs=6), dict(train_size=2400, epochs=6)],
+               dict(train_size=1200, epochs=6), dict(train_size=2400, epochs=6),
+               dict(train_size=600, epochs=6, distribution="diverse"),
+               dict(train_size=2400, epochs=4, distribution="diverse")],
     reference=dict(train_size=1200, epochs=4),
 )
 PRESETS: dict[str, dict] = {"default": {}, "tiny": TINY}

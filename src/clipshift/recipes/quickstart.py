@@ -26,10 +26,12 @@ from .. import __version__
 from ..data import EvalImageFolder, TextMatcher, load_all, load_images, match_report, read_caption_table
 from ..data.csv_source import label_index
 from ..evaluate.zeroshot import encode_images, head_logits, top1_accuracy, zero_shot_logits, zero_shot_weights
+from .._progress import progress_bar
 from ..models.factory import ModelSpec, atomic_write_text, build_model, get_tokenizer, save_checkpoint
+from ..parallel import resolve_jobs, run_jobs
 from ..probe import probe_section
 from ..report_html import write_html_report
-from ..robustness import compute_effective_robustness, plot_all
+from ..robustness import compute_effective_robustness, plot_all, plot_multi_id_fit
 from ..train.loop import TrainData, train
 from ..world.adversarial import filter_adversarial
 from ..world.captions import BARE_TEMPLATE, ZERO_SHOT_TEMPLATES
@@ -40,9 +42,10 @@ from .config import QuickstartConfig, config_to_yaml
 from .report import write_report
 
 ID_DATASET = "test"
+ID_DATASETS = ("test", "test_diverse")  # one in-distribution test set per training distribution (Shi et al.)
 SHIFTS = ("v2", "sketch", "rendition", "objectnet", "adversarial")
-EVAL_DISTRIBUTIONS = {"test": "narrow", "v2": "v2", "sketch": "sketch", "rendition": "rendition",
-                      "objectnet": "objectnet"}
+EVAL_DISTRIBUTIONS = {"test": "narrow", "test_diverse": "diverse", "v2": "v2", "sketch": "sketch",
+                      "rendition": "rendition", "objectnet": "objectnet"}
 
 
 class Log:
@@ -108,17 +111,22 @@ def model_plan(config: QuickstartConfig) -> list[dict]:
     """Every model the quickstart trains, with the metadata that goes into results.csv."""
     plan = []
     for i, run in enumerate(config.baselines):
-        plan.append(dict(name=f"baseline_n{run.train_size}_e{run.epochs}", group="baseline", objective="supervised",
-                         train_distribution="narrow", labels="true", train_size=run.train_size, epochs=run.epochs,
+        diverse = run.distribution == "diverse"
+        plan.append(dict(name=run.name(), group="baseline diverse" if diverse else "baseline",
+                         objective="supervised", train_distribution=run.distribution,
+                         labels=config.diverse_label_source if diverse else "true", train_size=run.train_size,
+                         epochs=run.epochs, augment=run.augment, architecture=run.architecture or config.architecture,
                          seed=config.seed + 100 + i))
     for dist in ("narrow", "diverse"):
         labels = "true" if dist == "narrow" else config.diverse_label_source
         plan.append(dict(name=f"supervised_{dist}", group=f"supervised {dist}", objective="supervised",
                          train_distribution=dist, labels=labels, train_size=config.train_size,
-                         epochs=config.supervised.epochs, seed=config.seed + 1))
+                         epochs=config.supervised.epochs, augment=config.supervised.augment,
+                         architecture=config.architecture, seed=config.seed + 1))
         plan.append(dict(name=f"contrastive_{dist}", group=f"contrastive {dist}", objective="contrastive",
                          train_distribution=dist, labels="captions", train_size=config.train_size,
-                         epochs=config.contrastive.epochs, seed=config.seed + 2))
+                         epochs=config.contrastive.epochs, augment=config.contrastive.augment,
+                         architecture=config.architecture, seed=config.seed + 2))
     return plan
 
 
@@ -190,21 +198,23 @@ def run_quickstart(config: QuickstartConfig, out: str | Path, *, progress: bool 
              "that the reference model gets wrong", time.perf_counter() - t)
 
     rows = []
-    for entry in model_plan(config):
-        t = time.perf_counter()
-        model = _fit(config, entry, sets, tokenizer, run_dir, progress)
-        rows += evaluate_model(model, entry, eval_sets, tokenizer)
-        log.step(f"trained and evaluated {entry['name']}", time.perf_counter() - t)
-    results = pd.DataFrame(rows)
+    plan = model_plan(config)
+    jobs = min(resolve_jobs(config.jobs), len(plan))
+    bar = progress_bar(total=len(plan), desc=f"models ({jobs} at a time)", unit="model", enabled=progress and jobs > 1)
+    order = sorted(plan, key=_cost, reverse=True)  # longest first: the processes finish together
+    tasks = [(config, entry, sets, eval_sets, run_dir, progress and jobs == 1) for entry in order]
+    done = {}
+    for entry, (model_rows, seconds) in zip(order, run_jobs(train_and_evaluate, tasks, jobs,
+                                                           names=[e["name"] for e in order])):
+        done[entry["name"]] = model_rows
+        bar.update(1)
+        log.step(f"trained and evaluated {entry['name']}", seconds)
+    bar.close()
+    results = pd.DataFrame([row for entry in plan for row in done[entry["name"]]])
     _write_table(results, run_dir / "results.csv")
 
     t = time.perf_counter()
-    baseline_models = sorted(results.loc[results["group"] == "baseline", "model"].unique())
-    er, fits = compute_effective_robustness(results, ID_DATASET, list(SHIFTS), baseline_models=baseline_models,
-                                            seed=config.seed)
-    _write_table(er, run_dir / "er.csv")
-    _write_table(fits, run_dir / "fits.csv")
-    figures = plot_all(er, fits, run_dir / "figures")
+    er, fits, figures, multi = fit_effective_robustness(results, run_dir, config.seed)
     log.step("effective robustness fitted and plotted", time.perf_counter() - t)
 
     t = time.perf_counter()
@@ -216,18 +226,55 @@ def run_quickstart(config: QuickstartConfig, out: str | Path, *, progress: bool 
              "seconds_total": round(time.perf_counter() - log.start, 1),
              "versions": {"clipshift": __version__, "torch": torch.__version__, "python": platform.python_version()}}
     atomic_write_text(run_dir / "facts.json", json.dumps(facts, indent=2, default=float))
-    report = write_report(run_dir, config, results, er, fits, facts, figures, probe_md)
+    report = write_report(run_dir, config, results, er, fits, facts, figures, probe_md, multi=multi)
     page = write_html_report(run_dir)
     if not quiet:
         print(f"report: {report}\nhtml: {page}")
     return report
 
 
+def _cost(entry: dict) -> float:
+    """Rough training cost of a plan entry: images × epochs (a CLIP step costs about as much)."""
+    return entry["train_size"] * entry["epochs"]
+
+
+def train_and_evaluate(config, entry: dict, sets: dict, eval_sets: dict, run_dir: Path, progress: bool):
+    """Train the model of plan `entry`, save its checkpoint, evaluate it: (results rows, seconds).
+    Runs in a worker process of :func:`~clipshift.parallel.run_jobs` or in this one."""
+    start = time.perf_counter()
+    tokenizer = get_tokenizer(config.architecture)
+    model = _fit(config, entry, sets, tokenizer, run_dir, progress)
+    return evaluate_model(model, entry, eval_sets, tokenizer), time.perf_counter() - start
+
+
+def fit_effective_robustness(results: pd.DataFrame, run_dir: Path, seed: int):
+    """ER against the `narrow` baseline on `test` (``er.csv``, ``fits.csv``, ``figures/er_*.png``) and,
+    when the baseline also holds `diverse`-trained models, against the plane over both ID test sets
+    (Shi et al. 2023: ``er_multi_id.csv``, ``fits_multi_id.csv``, ``figures/er_multi_id_average.png``).
+    Returns (er, fits, figures, (er_multi, fits_multi) or None)."""
+    groups = results.drop_duplicates("model").set_index("model")["group"]
+    narrow = sorted(groups.index[groups == "baseline"])
+    er, fits = compute_effective_robustness(results, ID_DATASET, list(SHIFTS), baseline_models=narrow, seed=seed)
+    _write_table(er, run_dir / "er.csv")
+    _write_table(fits, run_dir / "fits.csv")
+    figures = plot_all(er, fits, run_dir / "figures")
+    both = sorted(groups.index[groups.isin(["baseline", "baseline diverse"])])
+    if len(both) == len(narrow) or not set(ID_DATASETS) <= set(results["dataset"]):
+        return er, fits, figures, None
+    er_multi, fits_multi = compute_effective_robustness(results, list(ID_DATASETS), list(SHIFTS),
+                                                        baseline_models=both, seed=seed)
+    _write_table(er_multi, run_dir / "er_multi_id.csv")
+    _write_table(fits_multi, run_dir / "fits_multi_id.csv")
+    figures.append(plot_multi_id_fit(er_multi, fits_multi, "average", run_dir / "figures" / "er_multi_id_average.png",
+                                     title="average over shifts: two ID test sets (test, test_diverse)"))
+    return er, fits, figures, (er_multi, fits_multi)
+
+
 def _fit(config, entry, sets, tokenizer, run_dir, progress):
     kind = "clip" if entry["objective"] == "contrastive" else "classifier"
     base = config.contrastive if kind == "clip" else config.supervised
-    train_config = replace(base, epochs=entry["epochs"], seed=entry["seed"])
-    spec = ModelSpec(kind, config.architecture, list(CLASS_NAMES), metadata=entry)
+    train_config = replace(base, epochs=entry["epochs"], seed=entry["seed"], augment=entry.get("augment", base.augment))
+    spec = ModelSpec(kind, entry.get("architecture", config.architecture), list(CLASS_NAMES), metadata=entry)
     return _train_one(config, spec, _train_data(entry, sets, tokenizer), train_config, run_dir, progress)
 
 

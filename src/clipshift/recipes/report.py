@@ -38,14 +38,15 @@ def findings(er: pd.DataFrame) -> list[str]:
             lines.append(f"**{diverse}** has {_pp(gap)} more average effective robustness than **{narrow}** "
                          f"({_pp(avg.at[diverse, 'effective_robustness'])} vs {_pp(avg.at[narrow, 'effective_robustness'])}): "
                          f"'diverse data gives robustness' {verdict} for this loss.")
-    for model in ("contrastive_narrow", "supervised_narrow"):
+    for model in ("contrastive_narrow", "contrastive_diverse", "supervised_narrow", "supervised_diverse"):
         if model in avg.index:
             row = avg.loc[model]
-            on_line = row["ci_low"] <= 0 <= row["ci_high"]
-            where = "on the baseline (its 95% interval contains 0)" if on_line else (
-                "above the baseline" if row["ci_low"] > 0 else "below the baseline")
-            lines.append(f"**{model}** sits {where}: ER {_pp(row['effective_robustness'])} "
-                         f"[{_pp(row['ci_low'])}, {_pp(row['ci_high'])}].")
+            lines.append(f"**{model}** sits {_where(row)}: ER {_pp(row['effective_robustness'])} "
+                         f"[{_pp(row['ci_low'])}, {_pp(row['ci_high'])}] at {_pct(row['id_accuracy'])} ID accuracy.")
+    if "contrastive_narrow" in avg.index and avg.at["contrastive_narrow", "ci_low"] > 0:
+        lines.append("**contrastive_narrow** is above the line, where Fang et al. found CLIP trained on "
+                     "ImageNet-Captions on it: its captions name colours, styles and backgrounds that the "
+                     "`narrow` labels do not, and the README explains why that helps in this world.")
     bare = [m for m in avg.index if m.endswith("_bare")]
     for model in bare:
         base = model[: -len("_bare")]
@@ -57,6 +58,69 @@ def findings(er: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _where(row) -> str:
+    """Where a model's 95% interval puts it relative to the baseline."""
+    if row["ci_low"] <= 0 <= row["ci_high"]:
+        return "on the baseline (its 95% interval contains 0)"
+    return "above the baseline" if row["ci_low"] > 0 else "below the baseline"
+
+
+def baseline_spread(er: pd.DataFrame) -> str:
+    """One sentence on how tightly the baseline models themselves follow their line."""
+    avg = er[(er["dataset"] == AVG) & er["is_baseline"].astype(bool)]
+    if avg.empty:
+        return ""
+    lo, hi = avg["effective_robustness"].min(), avg["effective_robustness"].max()
+    return (f"The {len(avg)} baseline models' own average ER ranges from {_pp(lo)} to {_pp(hi)} "
+            f"(how far a model on the line can sit from it by chance).")
+
+
+def multi_id_section(er: pd.DataFrame, multi) -> str:
+    """Single-ID next to two-ID effective robustness (Shi et al. 2023), with what changes."""
+    if multi is None:
+        return ""
+    er_multi, fits_multi = multi
+    one = er[er["dataset"] == AVG].set_index("model")
+    two = er_multi[er_multi["dataset"] == AVG].set_index("model")
+    models = [m for m in one.index if m in two.index and not bool(one.at[m, "is_baseline"])
+              and not bool(two.at[m, "is_baseline"])]
+    rows = ["| model | ID `test` | ID `test_diverse` | ER, one ID set | ER, two ID sets | change |", "|---|---|---|---|---|---|"]
+    for m in models:
+        a, b = one.loc[m], two.loc[m]
+        rows.append(f"| {m} | {_pct(a['id_accuracy'])} | {_pct(b['id_accuracy_test_diverse'])} | "
+                    f"{_pp(a['effective_robustness'])} [{_pp(a['ci_low'])}, {_pp(a['ci_high'])}] | "
+                    f"{_pp(b['effective_robustness'])} [{_pp(b['ci_low'])}, {_pp(b['ci_high'])}] | "
+                    f"{_pp(b['effective_robustness'] - a['effective_robustness'])} |")
+    fit = fits_multi.set_index("dataset").loc[AVG]
+    diverse = [m for m in models if "diverse" in m]
+    changes = ", ".join(f"**{m}** {_pp(one.at[m, 'effective_robustness'])} → {_pp(two.at[m, 'effective_robustness'])}"
+                        for m in diverse)
+    shrink = [one.at[m, "effective_robustness"] - two.at[m, "effective_robustness"] for m in diverse]
+    said = ""
+    if diverse:
+        direction = "lose" if min(shrink) > 0 else ("gain" if max(shrink) < 0 else "change by")
+        size = (f"{100 * min(abs(x) for x in shrink):.1f} to {100 * max(abs(x) for x in shrink):.1f} pp"
+                if direction != "change by" else f"{_pp(-max(shrink))} to {_pp(-min(shrink))}")
+        said = (f"Controlling for accuracy on both ID test sets, the models trained on `diverse` data {direction} "
+                f"{size} of effective robustness ({changes}): part of what one ID set calls robustness "
+                f"is accuracy on their own training distribution, as Shi et al. found for CLIP.")
+    return f"""## Effective robustness with two ID test sets (Shi et al. 2023)
+
+Against one ID test set (`test`, `narrow`-like), a model trained on other data is compared with
+`narrow`-trained models only. Shi et al. fit the baseline over models trained on each distribution
+and control for accuracy on an ID test set of each: here a plane
+logit(shift) = w₁·logit(`test`) + w₂·logit(`test_diverse`) + c over {int(fit['num_models'])} supervised
+models trained on `narrow` or `diverse` data (average over shifts: w₁ = {fit['weight_test']:.2f},
+w₂ = {fit['weight_test_diverse']:.2f}, R² {fit['r2']:.2f}; `er_multi_id.csv`, `fits_multi_id.csv`).
+
+{chr(10).join(rows)}
+
+{said}
+
+![two-ID fit](figures/er_multi_id_average.png)
+"""
+
+
 def _markdown_table(table: pd.DataFrame) -> str:
     cols = list(table.columns)
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -66,14 +130,15 @@ def _markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def write_report(run_dir: Path, config, results, er, fits, facts, figures, probe_md: str = "") -> Path:
+def write_report(run_dir: Path, config, results, er, fits, facts, figures, probe_md: str = "", multi=None) -> Path:
     run_dir = Path(run_dir)
-    table = summary_table(er)
+    table = summary_table(er[~er["is_baseline"].astype(bool)])
+    n_narrow = int(er.loc[er["dataset"] == AVG, "is_baseline"].astype(bool).sum())
     shown = table.assign(**{c: table[c].map(_pct) for c in ("id_accuracy", "shift_accuracy", "baseline_accuracy")},
                          effective_robustness=table["effective_robustness"].map(_pp),
                          ci=[f"[{_pp(lo)}, {_pp(hi)}]" for lo, hi in zip(table["ci_low"], table["ci_high"])])
     shown = shown.drop(columns=["ci_low", "ci_high"])
-    per_shift = er[er["dataset"] != AVG].pivot_table(index="model", columns="dataset", values="effective_robustness")
+    per_shift = er[(er["dataset"] != AVG) & ~er["is_baseline"].astype(bool)].pivot_table(index="model", columns="dataset", values="effective_robustness")
     per_shift = per_shift.map(_pp).reset_index()
     match_lines = [f"- `{name}`: {100 * m['match_rate']:.1f}% of captions matched exactly one class; "
                    f"label precision {100 * m['precision']:.1f}% against the true labels"
@@ -81,14 +146,14 @@ def write_report(run_dir: Path, config, results, er, fits, facts, figures, probe
     adv = facts["adversarial"]
     fit_lines = [f"- `{r.dataset}`: slope {r.slope:.3f}, intercept {r.intercept:.3f}, R² {r.r2:.3f}, "
                  f"{int(r.num_models)} baseline models" for r in fits.itertuples()]
-    figure_lines = [f"![{Path(p).stem}](figures/{Path(p).name})" for p in figures]
+    figure_lines = [f"![{Path(p).stem}](figures/{Path(p).name})" for p in figures if "multi_id" not in Path(p).stem]
     text = f"""# clipshift quickstart: does data determine robustness?
 
 Models: {config.architecture} (one image tower for every objective), trained on
 {config.train_size} images of the embedded world, evaluated on `test` (in-distribution) and the
 shifts {', '.join(f'`{s}`' for s in sorted(set(er['dataset']) - {AVG}))}. The baseline is a line
-fitted in logit space over {len(config.baselines)} supervised models trained on `narrow` data of
-different sizes and epochs. Effective robustness (ER) is the shift accuracy above that line, in
+fitted in logit space over {n_narrow} supervised models trained on `narrow` data of
+different sizes, epochs, augmentation and image towers. Effective robustness (ER) is the shift accuracy above that line, in
 percentage points, with 95% bootstrap intervals.
 
 ## What came out
@@ -99,10 +164,13 @@ percentage points, with 95% bootstrap intervals.
 
 {_markdown_table(shown)}
 
+{baseline_spread(er)}
+
 ## Effective robustness per shift
 
 {_markdown_table(per_shift)}
 
+{multi_id_section(er, multi)}
 ## Baseline fits
 
 {chr(10).join(fit_lines)}

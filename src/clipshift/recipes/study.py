@@ -47,6 +47,7 @@ from ..robustness.effective import AVERAGE
 from ..train.loop import TrainConfig, TrainData, train
 from ..world.captions import BARE_TEMPLATE, ZERO_SHOT_TEMPLATES
 from ..world.shapes import CLASS_NAMES, SYNONYMS
+from ..parallel import resolve_jobs, run_jobs
 from .config import BaselineRun, QuickstartConfig, load_config, read_yaml_mapping
 from .quickstart import ID_DATASET, SHIFTS, Log, build_world, load_eval_set, load_training_set
 from .report import _pct, _pp
@@ -78,14 +79,15 @@ class StudyConfig(QuickstartConfig):
     train_size: int = 4000
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     sizes: list[int] = field(default_factory=lambda: [2000, 4000])  # H1, CLIP on diverse data
-    mixture: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])  # H2, diverse fractions
+    mixture: list[float] = field(default_factory=lambda: [0.0, 0.33, 0.67, 1.0])  # H2, diverse fractions
     hypotheses: list[str] = field(default_factory=lambda: list(HYPOTHESES))
     baselines: list[BaselineRun] = field(default_factory=lambda: [
         BaselineRun(300, 6), BaselineRun(600, 6), BaselineRun(1000, 6), BaselineRun(1500, 6),
-        BaselineRun(2500, 6), BaselineRun(4000, 2), BaselineRun(4000, 6),
+        BaselineRun(2500, 6), BaselineRun(4000, 2), BaselineRun(4000, 4), BaselineRun(4000, 6),
+        BaselineRun(1500, 4, augment=False), BaselineRun(1500, 6, architecture="clipshift-tiny-bow"),
     ])
     reference: BaselineRun = field(default_factory=lambda: BaselineRun(2000, 4))
-    contrastive: TrainConfig = field(default_factory=lambda: TrainConfig("contrastive", epochs=16, batch_size=64,
+    contrastive: TrainConfig = field(default_factory=lambda: TrainConfig("contrastive", epochs=20, batch_size=64,
                                                                          lr=2e-3))
     simclr: TrainConfig = field(default_factory=lambda: TrainConfig("simclr", epochs=10, batch_size=128, lr=2e-3))
     simclr_finetune: TrainConfig = field(default_factory=lambda: TrainConfig("supervised", epochs=4, batch_size=128,
@@ -121,6 +123,9 @@ class StudyConfig(QuickstartConfig):
             raise ValueError(f"mixture fractions {bad} must lie in [0, 1]")
         if "distribution" in self.hypotheses and len(set(self.mixture)) < 2:
             raise ValueError(f"mixture needs at least 2 fractions, got {self.mixture}")
+        off = [b.name() for b in self.baselines if b.distribution != "narrow"]
+        if off:
+            raise ValueError(f"the study's baseline is supervised models on narrow data; got {off}")
         too_big = [b.train_size for b in [*self.baselines, self.reference] if b.train_size > self.train_size]
         if too_big:
             raise ValueError(f"baseline/reference sizes {too_big} exceed train_size={self.train_size}")
@@ -134,7 +139,7 @@ class StudyConfig(QuickstartConfig):
 
 
 QUICK = dict(
-    architecture="clipshift-tiny", train_size=600, eval_size=200, adversarial_size=80, workers=2,
+    architecture="clipshift-tiny-bow", train_size=600, eval_size=200, adversarial_size=80, workers=2,
     sizes=[300, 600], mixture=[0.0, 0.5, 1.0],
     supervised=dict(epochs=4, batch_size=64), contrastive=dict(epochs=3, batch_size=64),
     simclr=dict(epochs=2, batch_size=64), simclr_finetune=dict(epochs=2, batch_size=64),
@@ -207,9 +212,13 @@ def study_plan(config: StudyConfig) -> list[dict]:
                                           heads=["head"], init_from=f"simclr_pre_n{n}")
     plan = []
     for i, run in enumerate(config.baselines):
-        plan.append(dict(name=f"baseline_n{run.train_size}_e{run.epochs}", config="baseline", group="baseline",
-                         label="baseline", objective="supervised", diverse_fraction=0.0, labels="true",
-                         train_size=run.train_size, epochs=run.epochs, seed=config.seed + 100 + i, heads=["head"]))
+        entry = dict(name=run.name(), config="baseline", group="baseline", label="baseline", objective="supervised",
+                     diverse_fraction=float(run.distribution == "diverse"),
+                     labels="true" if run.distribution == "narrow" else config.diverse_label_source,
+                     train_size=run.train_size, epochs=run.epochs, seed=config.seed + 100 + i, heads=["head"])
+        if not run.augment or run.architecture:  # the default settings keep the metadata of earlier runs
+            entry.update(augment=run.augment, architecture=run.architecture or config.architecture)
+        plan.append(entry)
     for seed in config.seeds:
         for key, entry in configs.items():
             entry = dict(entry)
@@ -266,19 +275,34 @@ def _fit(config: StudyConfig, entry: dict, sets: dict, tokenizer, class_names, r
     directory = run_dir / "checkpoints" / entry["name"]
     if (directory / "model.json").is_file():
         model, spec = load_checkpoint(directory)
-        if spec.metadata == json.loads(json.dumps(meta)) and spec.architecture == config.architecture:
+        if spec.metadata == json.loads(json.dumps(meta)) and spec.architecture == entry.get("architecture",
+                                                                                              config.architecture):
             return model.eval(), False
-    spec = ModelSpec(kind, config.architecture, list(class_names), metadata=meta)
+    architecture = entry.get("architecture", config.architecture)
+    spec = ModelSpec(kind, architecture, list(class_names), metadata=meta)
     seed = 1000 * entry["seed"] + 17 if entry["config"] != "baseline" else entry["seed"]
     model = build_model(spec, seed=seed)
     if entry.get("init_from"):
         source, _ = load_checkpoint(run_dir / "checkpoints" / entry["init_from"])
         model.visual.load_state_dict(source.visual.state_dict())
-    train_config = TrainConfig(**{**asdict(_trainer(config, entry)), "seed": seed, "epochs": entry["epochs"]})
+    base = asdict(_trainer(config, entry))
+    train_config = TrainConfig(**{**base, "seed": seed, "epochs": entry["epochs"],
+                                  "augment": entry.get("augment", base["augment"])})
     train(model, training_data(entry, sets, tokenizer), train_config, log_path=run_dir / "metrics.jsonl",
           progress=progress, desc=entry["name"])
     save_checkpoint(model, spec, directory)
     return model.eval(), True
+
+
+def fit_and_evaluate(config: StudyConfig, entry: dict, sets: dict, eval_sets: dict, class_names, run_dir: Path,
+                     probe_set, progress: bool) -> tuple[list[dict], bool, float]:
+    """Train (or reuse) and evaluate one plan entry: (results rows, trained now?, seconds). Runs in a
+    worker process of :func:`~clipshift.parallel.run_jobs` or in this one."""
+    start = time.perf_counter()
+    tokenizer = get_tokenizer(config.architecture)
+    model, fresh = _fit(config, entry, sets, tokenizer, class_names, run_dir, progress)
+    rows = evaluate(model, entry, eval_sets, tokenizer, class_names, probe_set, config.probe_weight_decay)
+    return rows, fresh, time.perf_counter() - start
 
 
 def evaluate(model, entry: dict, eval_sets: dict, tokenizer, class_names, probe_set=None,
@@ -676,22 +700,22 @@ def run_study(config: StudyConfig, out, *, progress: bool = True, quiet: bool = 
     previous = run_dir / "facts.json"
     # seconds each model took to train, kept across resumed runs (a reused model keeps its first time)
     train_seconds = json.loads(previous.read_text()).get("train_seconds", {}) if previous.is_file() else {}
-    rows, trained = [], 0
-    for i, entry in enumerate(plan, 1):
-        t = time.perf_counter()
-        model, fresh = _fit(config, entry, sets, tokenizer, class_names, run_dir, progress)
-        trained += fresh
-        if fresh:
-            train_seconds[entry["name"]] = round(time.perf_counter() - t, 1)
-        rows += evaluate(model, entry, eval_sets, tokenizer, class_names, probe_set, config.probe_weight_decay)
-        if entry["heads"]:
-            first = rows[-len(entry["heads"]) * len(eval_sets)]  # the entry's first head on the ID set
-            note = f": {ID_DATASET} {100 * first['value']:.1f}%"
-        else:
-            note = ""
-        log.step(f"[{i}/{len(plan)}] {'trained' if fresh else 'reused'} and evaluated {entry['name']}{note}",
-                 time.perf_counter() - t)
-    results = pd.DataFrame(rows)
+    done, trained = {}, 0
+    jobs = min(resolve_jobs(config.jobs), len(plan))
+    # a fine-tune starts from its pre-training's checkpoint: those wait for the first wave
+    for wave in ([e for e in plan if not e.get("init_from")], [e for e in plan if e.get("init_from")]):
+        order = sorted(wave, key=lambda e: e["train_size"] * e["epochs"], reverse=True)  # longest first
+        tasks = [(config, entry, sets, eval_sets, class_names, run_dir, probe_set, progress and jobs == 1)
+                 for entry in order]
+        for entry, (entry_rows, fresh, seconds) in zip(order, run_jobs(fit_and_evaluate, tasks, jobs,
+                                                                      names=[e["name"] for e in order])):
+            done[entry["name"]], trained = entry_rows, trained + fresh
+            if fresh:
+                train_seconds[entry["name"]] = round(seconds, 1)
+            note = f": {ID_DATASET} {100 * entry_rows[0]['value']:.1f}%" if entry_rows else ""
+            log.step(f"[{len(done)}/{len(plan)}] {'trained' if fresh else 'reused'} and evaluated "
+                     f"{entry['name']}{note}", seconds)
+    results = pd.DataFrame([row for entry in plan for row in done[entry["name"]]])
     atomic_write_text(run_dir / "results.csv", results.to_csv(index=False))
 
     t = time.perf_counter()
