@@ -92,3 +92,12 @@ def test_the_loop_calls_on_step_after_every_optimizer_step():
     train(model, data, TrainConfig(epochs=2, batch_size=16), progress=False,
           on_step=lambda step, m: seen.append((step, m.training)))
     assert seen == [(s, True) for s in range(1, 7)]  # ceil(40 / 16) = 3 steps per epoch
+
+
+def test_a_bag_of_words_architecture_name_with_a_weights_file_is_a_clear_error(tmp_path):
+    from clipshift.models.load import load_model
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"not used")
+    with pytest.raises(ValueError, match="bag_of_words text tower .* checkpoint folder"):
+        load_model("clipshift-tiny-bow", str(weights))

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .factory import load_checkpoint, normalize_images, register_model_configs
+from .factory import TEXT_TOWER_KEY, load_checkpoint, normalize_images, register_model_configs
 
 TIMM_PREFIX = "timm/"
 
@@ -146,6 +146,10 @@ def _load_open_clip(name: str, pretrained: str | None) -> EvalModel:
     if not name.startswith("hf-hub:") and name not in known:
         close = sorted(m for m in known if m.lower().startswith(name.lower()[:4]))[:8]
         raise ValueError(f"unknown open_clip model {name!r}; similar names: {close}")
+    config = open_clip.get_model_config(name) or {}
+    if config.get(TEXT_TOWER_KEY, "transformer") != "transformer":
+        raise ValueError(f"--model {name!r} has a {config[TEXT_TOWER_KEY]} text tower that open_clip cannot build "
+                         f"from a weights file; give the checkpoint folder clipshift wrote (it holds model.json) as --model")
     module, _, preprocess = open_clip.create_model_and_transforms(
         name, pretrained=None if name.startswith("hf-hub:") else str(pretrained))
     module.eval()

@@ -7,9 +7,7 @@ Uses ``matplotlib.figure.Figure`` with an explicit Agg canvas: no pyplot, no glo
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ._io import atomic_write
 from .baseline import bootstrap_lines
 from .effective import AVERAGE, WEIGHT_PREFIX
 from .transforms import get_transform
@@ -138,19 +137,16 @@ def _set_axes(ax, lo: float, hi: float, t, dataset: str, id_dataset: str, title)
     ax.legend(fontsize=7, loc="upper left")
 
 
+def _padded_limits(x, y) -> tuple[float, float]:
+    """Common axis limits (transformed scale) holding every point, with a margin."""
+    lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
+    pad = 0.08 * (hi - lo) + 0.15
+    return lo - pad, hi + pad
+
+
 def save_png_atomic(fig: Figure, path, dpi: int = DPI) -> Path:
     """Write `fig` as PNG to `path` via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=dpi)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=dpi), binary=True)
 
 
 def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, *, title=None,
@@ -170,9 +166,7 @@ def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str
                                  label_models=label_models)
     t = get_transform(transform)
     x, y = t.forward(rows["id_accuracy"]), t.forward(rows["shift_accuracy"])
-    lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
-    pad = 0.08 * (hi - lo) + 0.15
-    lo, hi = lo - pad, hi + pad
+    lo, hi = _padded_limits(x, y)
     fig = Figure(figsize=FIGSIZE)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -227,9 +221,7 @@ def plot_multi_id_fit(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, 
     t = get_transform(transform)
     shown = rows.assign(id_accuracy=rows["baseline_accuracy"])  # x: the plane's prediction
     x, y = t.forward(shown["id_accuracy"]), t.forward(shown["shift_accuracy"])
-    lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
-    pad = 0.08 * (hi - lo) + 0.15
-    lo, hi = lo - pad, hi + pad
+    lo, hi = _padded_limits(x, y)
     fig = Figure(figsize=FIGSIZE)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
