@@ -2,10 +2,10 @@
 
 The world's models are small (a 0.4M-parameter tower on 32×32 images): a single training run
 cannot keep two cores busy, because each step's kernels are too short for intra-op threads to
-pay off. Measured on a 2-core CPU (``benchmarks/bench_clip_convergence.py --jobs``): two
-processes with one thread each train about twice as many images per second as one process with
-two threads. Recipes that train many models (the quickstart, the study) hand them to
-:func:`run_jobs`.
+pay off fully. Measured on a 2-core CPU (``benchmarks/bench_clip_convergence.py --throughput``):
+two processes with one thread each train 1.14x as many CLIP images per second as one process
+with two threads, and the quickstart's models train in 24% less wall-clock. Recipes that train
+many models (the quickstart, the study) hand them to :func:`run_jobs`.
 
 Tasks run in ``spawn``ed processes (never ``fork`` after OpenMP has started). Arguments travel
 by pickling; tensors in them go through shared memory (``torch.multiprocessing``), so a large
