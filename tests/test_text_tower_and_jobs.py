@@ -8,7 +8,7 @@ import torch
 
 from clipshift.models.factory import ModelSpec, build_model, get_tokenizer, load_checkpoint, save_checkpoint
 from clipshift.models.text import BagOfWordsText
-from clipshift.parallel import resolve_jobs, run_jobs
+from clipshift.parallel import resolve_jobs, run_jobs, run_largest_first
 from clipshift.recipes.config import BaselineRun, load_config
 from clipshift.train.loop import TrainConfig, TrainData, train
 
@@ -74,6 +74,11 @@ def test_jobs_run_in_other_processes_and_keep_the_order():
     assert [square for _, square in out] == [0, 1, 4, 9, 16]
     assert os.getpid() not in {pid for pid, _ in out}
     assert {pid for pid, _ in run_jobs(_pid_and_square, [(1,), (2,)], 1)} == {os.getpid()}
+
+
+def test_largest_tasks_start_first_and_keep_their_index():
+    out = list(run_largest_first(_pid_and_square, [(1,), (2,), (3,)], 1, sizes=[5, 1, 9]))
+    assert [(i, square) for i, (_, square) in out] == [(2, 9), (0, 1), (1, 4)]
 
 
 def test_a_failing_job_raises_its_own_error_in_the_caller():

@@ -19,7 +19,7 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator
 
-__all__ = ["available_cpus", "resolve_jobs", "run_jobs"]
+__all__ = ["available_cpus", "resolve_jobs", "run_jobs", "run_largest_first"]
 
 
 def available_cpus() -> int:
@@ -73,3 +73,12 @@ def run_jobs(fn: Callable, tasks: Iterable[tuple], jobs: int, *, names: Iterable
         finally:
             for future in futures:
                 future.cancel()
+
+
+def run_largest_first(fn: Callable, tasks: list[tuple], jobs: int, *, sizes: list[float],
+                      names: list[str] | None = None) -> Iterator[tuple[int, object]]:
+    """:func:`run_jobs` with the tasks of largest `sizes` started first, so the processes finish
+    together; yields ``(index of the task in tasks, result)`` in the order they were started."""
+    order = sorted(range(len(tasks)), key=lambda i: sizes[i], reverse=True)
+    names = list(names) if names is not None else [str(i) for i in range(len(tasks))]
+    return zip(order, run_jobs(fn, [tasks[i] for i in order], jobs, names=[names[i] for i in order]))

@@ -28,7 +28,7 @@ from ..data.csv_source import label_index
 from ..evaluate.zeroshot import encode_images, head_logits, top1_accuracy, zero_shot_logits, zero_shot_weights
 from .._progress import progress_bar
 from ..models.factory import ModelSpec, atomic_write_text, build_model, get_tokenizer, save_checkpoint
-from ..parallel import resolve_jobs, run_jobs
+from ..parallel import resolve_jobs, run_largest_first
 from ..probe import probe_section
 from ..report_html import write_html_report
 from ..robustness import compute_effective_robustness, plot_all, plot_multi_id_fit
@@ -201,16 +201,15 @@ def run_quickstart(config: QuickstartConfig, out: str | Path, *, progress: bool 
     plan = model_plan(config)
     jobs = min(resolve_jobs(config.jobs), len(plan))
     bar = progress_bar(total=len(plan), desc=f"models ({jobs} at a time)", unit="model", enabled=progress and jobs > 1)
-    order = sorted(plan, key=_cost, reverse=True)  # longest first: the processes finish together
-    tasks = [(config, entry, sets, eval_sets, run_dir, progress and jobs == 1) for entry in order]
+    tasks = [(config, entry, sets, eval_sets, run_dir, progress and jobs == 1) for entry in plan]
     done = {}
-    for entry, (model_rows, seconds) in zip(order, run_jobs(train_and_evaluate, tasks, jobs,
-                                                           names=[e["name"] for e in order])):
-        done[entry["name"]] = model_rows
+    for i, (model_rows, seconds) in run_largest_first(train_and_evaluate, tasks, jobs, sizes=[
+            training_cost(e) for e in plan], names=[e["name"] for e in plan]):
+        done[i] = model_rows
         bar.update(1)
-        log.step(f"trained and evaluated {entry['name']}", seconds)
+        log.step(f"trained and evaluated {plan[i]['name']}", seconds)
     bar.close()
-    results = pd.DataFrame([row for entry in plan for row in done[entry["name"]]])
+    results = pd.DataFrame([row for i in range(len(plan)) for row in done[i]])
     _write_table(results, run_dir / "results.csv")
 
     t = time.perf_counter()
@@ -233,7 +232,7 @@ def run_quickstart(config: QuickstartConfig, out: str | Path, *, progress: bool 
     return report
 
 
-def _cost(entry: dict) -> float:
+def training_cost(entry: dict) -> float:
     """Rough training cost of a plan entry: images × epochs (a CLIP step costs about as much)."""
     return entry["train_size"] * entry["epochs"]
 
@@ -265,8 +264,8 @@ def fit_effective_robustness(results: pd.DataFrame, run_dir: Path, seed: int):
                                                         baseline_models=both, seed=seed)
     _write_table(er_multi, run_dir / "er_multi_id.csv")
     _write_table(fits_multi, run_dir / "fits_multi_id.csv")
-    figures.append(plot_multi_id_fit(er_multi, fits_multi, "average", run_dir / "figures" / "er_multi_id_average.png",
-                                     title="average over shifts: two ID test sets (test, test_diverse)"))
+    plot_multi_id_fit(er_multi, fits_multi, "average", run_dir / "figures" / "er_multi_id_average.png",
+                      title="average over shifts: two ID test sets (test, test_diverse)")  # in the report's section
     return er, fits, figures, (er_multi, fits_multi)
 
 

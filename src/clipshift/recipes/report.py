@@ -146,7 +146,7 @@ def write_report(run_dir: Path, config, results, er, fits, facts, figures, probe
     adv = facts["adversarial"]
     fit_lines = [f"- `{r.dataset}`: slope {r.slope:.3f}, intercept {r.intercept:.3f}, R² {r.r2:.3f}, "
                  f"{int(r.num_models)} baseline models" for r in fits.itertuples()]
-    figure_lines = [f"![{Path(p).stem}](figures/{Path(p).name})" for p in figures if "multi_id" not in Path(p).stem]
+    figure_lines = [f"![{Path(p).stem}](figures/{Path(p).name})" for p in figures]
     text = f"""# clipshift quickstart: does data determine robustness?
 
 Models: {config.architecture} (one image tower for every objective), trained on

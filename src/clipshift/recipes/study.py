@@ -47,9 +47,9 @@ from ..robustness.effective import AVERAGE
 from ..train.loop import TrainConfig, TrainData, train
 from ..world.captions import BARE_TEMPLATE, ZERO_SHOT_TEMPLATES
 from ..world.shapes import CLASS_NAMES, SYNONYMS
-from ..parallel import resolve_jobs, run_jobs
+from ..parallel import resolve_jobs, run_largest_first
 from .config import BaselineRun, QuickstartConfig, load_config, read_yaml_mapping
-from .quickstart import ID_DATASET, SHIFTS, Log, build_world, load_eval_set, load_training_set
+from .quickstart import ID_DATASET, SHIFTS, Log, build_world, load_eval_set, load_training_set, training_cost
 from .report import _pct, _pp
 
 HYPOTHESES = ("size", "distribution", "language_train", "language_test", "loss")
@@ -273,12 +273,11 @@ def _fit(config: StudyConfig, entry: dict, sets: dict, tokenizer, class_names, r
     kind = {"contrastive": "clip", "simclr": "simclr"}.get(entry["objective"], "classifier")
     meta = {k: v for k, v in entry.items() if k != "heads"}
     directory = run_dir / "checkpoints" / entry["name"]
+    architecture = entry.get("architecture", config.architecture)
     if (directory / "model.json").is_file():
         model, spec = load_checkpoint(directory)
-        if spec.metadata == json.loads(json.dumps(meta)) and spec.architecture == entry.get("architecture",
-                                                                                              config.architecture):
+        if spec.metadata == json.loads(json.dumps(meta)) and spec.architecture == architecture:
             return model.eval(), False
-    architecture = entry.get("architecture", config.architecture)
     spec = ModelSpec(kind, architecture, list(class_names), metadata=meta)
     seed = 1000 * entry["seed"] + 17 if entry["config"] != "baseline" else entry["seed"]
     model = build_model(spec, seed=seed)
@@ -704,11 +703,11 @@ def run_study(config: StudyConfig, out, *, progress: bool = True, quiet: bool = 
     jobs = min(resolve_jobs(config.jobs), len(plan))
     # a fine-tune starts from its pre-training's checkpoint: those wait for the first wave
     for wave in ([e for e in plan if not e.get("init_from")], [e for e in plan if e.get("init_from")]):
-        order = sorted(wave, key=lambda e: e["train_size"] * e["epochs"], reverse=True)  # longest first
         tasks = [(config, entry, sets, eval_sets, class_names, run_dir, probe_set, progress and jobs == 1)
-                 for entry in order]
-        for entry, (entry_rows, fresh, seconds) in zip(order, run_jobs(fit_and_evaluate, tasks, jobs,
-                                                                      names=[e["name"] for e in order])):
+                 for entry in wave]
+        for i, (entry_rows, fresh, seconds) in run_largest_first(fit_and_evaluate, tasks, jobs, sizes=[
+                training_cost(e) for e in wave], names=[e["name"] for e in wave]):
+            entry = wave[i]
             done[entry["name"]], trained = entry_rows, trained + fresh
             if fresh:
                 train_seconds[entry["name"]] = round(seconds, 1)
