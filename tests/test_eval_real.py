@@ -15,7 +15,7 @@ from PIL import Image
 
 from clipshift.cli import main
 from clipshift.data.imagenet import SuiteDataset, imagenet_wnids, open_suite, score
-from clipshift.evaluate import real
+from clipshift.evaluate import loop, real
 from clipshift.models import convnet  # noqa: F401  (registers the tiny timm convnet)
 from clipshift.models.factory import register_model_configs
 from clipshift.models.load import load_model
@@ -96,7 +96,7 @@ def test_eval_clip_from_local_file_then_cache_and_templates(data_root, weights, 
     # warm cache: other templates re-score without encoding a single image
     def no_encoding(*a, **k):
         raise AssertionError("images were encoded again despite the feature cache")
-    monkeypatch.setattr(real, "_encode_shard", no_encoding)
+    monkeypatch.setattr(loop, "_encode_shard", no_encoding)
     assert _eval([*args[:-2], "--templates", "simple"]) == 0
     again = pd.read_csv(out / "results.csv")
     assert len(again) == len(results)  # the (model, dataset, metric) rows were replaced, not duplicated

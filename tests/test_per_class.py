@@ -103,7 +103,7 @@ def test_eval_per_class_on_the_world(tmp_path, capsys):
     suite = open_world_suites(world, ["sketch"])[0]
     ds = SuiteDataset(suite, model.preprocess)
     with torch.no_grad():
-        predicted = model.encode(torch.stack([ds[i][0] for i in range(len(ds))])).argmax(1)
+        predicted = model.classify(model.encode_image(torch.stack([ds[i][0] for i in range(len(ds))]))).argmax(1)
     hits = (predicted == torch.tensor(suite.targets)).double().numpy()
     got = table[table.dataset == "sketch"].set_index("class")["top1"]
     for t, name in enumerate(CLASS_NAMES[:4]):

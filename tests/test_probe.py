@@ -393,8 +393,9 @@ def test_probe_cli_on_real_model_layouts(tmp_path, broden_root):
     from clipshift.data.imagenet import open_suite, score
     from clipshift.evaluate.real import encode_suite
     suite = open_suite("imagenet", data_root=tmp_path / "data")
-    logits = encode_suite(model, suite, workers=0, progress=False)
-    expected = score(logits.features, logits.targets, suite)["top1"]
+    feats = encode_suite(model, suite, workers=0, progress=False)
+    with torch.no_grad():
+        expected = score(model.classify(feats.features), feats.targets, suite)["top1"]
     got = table.query("model == 'clipshift_convnet_tiny/timm' and analysis == 'pruning' and key == 'none/k=0/imagenet'")
     assert got["value"].item() == pytest.approx(expected)
     assert (out / "figures" / "probe_cka.png").read_bytes()[:8] == PNG_MAGIC

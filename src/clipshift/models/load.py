@@ -13,50 +13,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
-import torch
-from torch import nn
+from .factory import TEXT_TOWER_KEY, load_checkpoint, register_model_configs
+from .interface import EvalModel
 
-from .factory import TEXT_TOWER_KEY, load_checkpoint, normalize_images, register_model_configs
+__all__ = ["EvalModel", "load_model", "file_digest"]
 
 TIMM_PREFIX = "timm/"
-
-
-@dataclass
-class EvalModel:
-    """A model ready for evaluation.
-
-    ``kind``: ``clip`` (``encode`` gives image embeddings; a zero-shot head scores them) or
-    ``classifier`` (``encode`` gives logits over ``class_names`` or ImageNet-1k's classes).
-    ``preprocess``: PIL image → tensor (C, H, W) as ``encode`` expects. ``preprocess_id`` and
-    ``weights_id`` identify the transform and the weights in cache keys."""
-
-    name: str
-    kind: str
-    module: nn.Module
-    preprocess: Callable
-    preprocess_id: str
-    weights_id: str
-    tokenizer: Callable | None = None
-    class_names: list[str] | None = None
-    normalize_uint8: bool = False  # this package's models take uint8 images and normalise inside
-    metadata: dict = field(default_factory=dict)
-
-    def to(self, device: torch.device | str) -> "EvalModel":
-        self.module.to(device)
-        return self
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Image embeddings (clip) or logits (classifier), (N, D), for a preprocessed batch."""
-        if self.normalize_uint8:
-            images = normalize_images(images)
-        if self.kind == "clip":
-            return self.module.encode_image(images)
-        return self.module(images)
 
 
 @lru_cache(maxsize=64)
@@ -95,7 +60,7 @@ def _load_own(directory: Path) -> EvalModel:
     if spec.kind == "clip":
         from .factory import get_tokenizer
         tokenizer = get_tokenizer(spec.architecture)
-    kind = "classifier" if spec.kind == "zsclassifier" else spec.kind  # a fine-tuned CLIP: logits over its classes
+    kind = "classifier" if spec.kind == "zsclassifier" else spec.kind  # a fine-tuned CLIP: a head over its classes
     return EvalModel(name=directory.name, kind=kind, module=module, preprocess=preprocess,
                      preprocess_id=_transform_id(preprocess), weights_id=weights_id, tokenizer=tokenizer,
                      class_names=list(spec.class_names) if kind == "classifier" else None,

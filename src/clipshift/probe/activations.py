@@ -19,8 +19,8 @@ sequence-first (T, B, C) output is recognised from the batch size), a tuple by i
 Data: a tensor of images (what the model's ``preprocess`` gives, or uint8 images for this package's
 models, which normalise inside), optionally with labels; or an
 :class:`~clipshift.data.imagenet.EvalSuite`, encoded through
-:func:`clipshift.evaluate.real.encode_suite` (decoding workers, ``torchrun`` sharding, feature cache).
-Both paths cache under `cache_dir` when given: the suite path in encode_suite's feature cache
+:func:`clipshift.evaluate.loop.encode` (decoding workers, ``torchrun`` sharding, feature cache).
+Both paths cache under `cache_dir` when given: the suite path in the evaluation loop's feature cache
 (keyed by the weights, the layers, the dataset and the transform), the tensor path under
 ``cache_dir/probe/`` (keyed by the weights, the layers and a digest of the images).
 """
@@ -34,13 +34,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
 from .._progress import progress_bar
-from ..models.factory import normalize_images, save_safetensors_atomic
-from ..models.load import EvalModel
+from ..evaluate.heads import ZeroShotHead
+from ..models.factory import save_safetensors_atomic
+from ..models.interface import EvalModel, as_eval_model, state_digest
 
 CACHE_VERSION = 1
 
@@ -64,63 +64,31 @@ class Activations:
 
 # --- what h is -------------------------------------------------------------------------------------------------
 
-def _module_of(model) -> nn.Module:
-    return model.module if isinstance(model, EvalModel) else model
-
-
-def _represent_module(module: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    if hasattr(module, "encode_image"):
-        return module.encode_image(images)
-    if hasattr(module, "forward_features") and hasattr(module, "forward_head"):
-        return module.forward_head(module.forward_features(images), pre_logits=True)
-    raise ValueError(f"{type(module).__name__}: cannot tell its image representation (no encode_image, and not a "
-                     f"timm model with forward_features/forward_head); pass a callable instead")
-
-
 def representation(model) -> Callable[[torch.Tensor], torch.Tensor]:
-    """images → h (B, D) for an :class:`EvalModel`, a module of this package, open_clip or timm,
-    or a callable (returned as is). uint8 images are normalised the package's way first."""
+    """images → h (B, D) for an :class:`EvalModel`, a module of this package, open_clip or timm
+    (seen through :func:`~clipshift.models.interface.as_eval_model`), or a callable (returned as is)."""
     if callable(model) and not isinstance(model, (nn.Module, EvalModel)):
         return model
-    module = _module_of(model)
-    always_normalise = isinstance(model, EvalModel) and model.normalize_uint8
-
-    def represent(images: torch.Tensor) -> torch.Tensor:
-        if always_normalise or images.dtype == torch.uint8:
-            images = normalize_images(images)
-        return _represent_module(module, images)
-
-    return represent
+    return as_eval_model(model).encode_image
 
 
 def classifier_head(model) -> Callable[[torch.Tensor], torch.Tensor]:
-    """h → logits for a classifier: this package's ``ImageClassifier.head`` or timm's
-    ``get_classifier()``. CLIP models have none: use :func:`zero_shot_classifier`."""
-    module = _module_of(model)
-    if isinstance(model, EvalModel) and model.kind == "clip":
+    """h → logits for a classifier: its own head (this package's ``.head``, timm's
+    ``get_classifier()``). CLIP models have none: use :func:`zero_shot_classifier`."""
+    model = as_eval_model(model)
+    if model.kind == "clip":
         raise ValueError(f"{model.name} is a CLIP model: score its h with zero_shot_classifier(head weights)")
-    if hasattr(module, "visual") and isinstance(getattr(module, "head", None), nn.Module):
-        return module.head
-    if hasattr(module, "get_classifier"):
-        return module.get_classifier()
-    raise ValueError(f"{type(module).__name__}: no classifier head found (expected .head or get_classifier())")
+    return model.head_module()
 
 
 def zero_shot_classifier(weights: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """h → cosine-similarity logits against a (D, C) zero-shot head (as the quickstart and
     ``clipshift eval`` score CLIP models): pruned dimensions are zeroed before the normalisation."""
-    weights = weights.float()
-
-    def head(h: torch.Tensor) -> torch.Tensor:
-        return F.normalize(h.float(), dim=-1) @ weights.to(h.device)
-
-    return head
+    return ZeroShotHead(weights.float())
 
 
 def is_clip(model) -> bool:
-    if isinstance(model, EvalModel):
-        return model.kind == "clip"
-    return hasattr(model, "encode_text")
+    return as_eval_model(model).kind == "clip"
 
 
 # --- forward hooks ---------------------------------------------------------------------------------------------
@@ -182,11 +150,7 @@ def weights_id(model) -> str:
         return model.weights_id
     if not isinstance(model, nn.Module):
         raise ValueError("caching needs an EvalModel or an nn.Module (a bare callable has no weights to key on)")
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return "module:" + digest.hexdigest()[:16]
+    return state_digest(model)
 
 
 def _tensor_digest(images: torch.Tensor) -> str:
@@ -201,7 +165,7 @@ def _tensor_digest(images: torch.Tensor) -> str:
 def _collect_tensor(model, images: torch.Tensor, layers: Sequence[str], batch_size: int,
                     device: torch.device, progress: bool, desc: str) -> tuple[torch.Tensor, dict]:
     represent = representation(model)
-    module = _module_of(model) if isinstance(model, (nn.Module, EvalModel)) else None
+    module = as_eval_model(model).module if isinstance(model, (nn.Module, EvalModel)) else None
     if layers and module is None:
         raise ValueError("layers need a module to hook: pass an EvalModel or an nn.Module")
     if module is not None:
@@ -228,14 +192,15 @@ def _collect_tensor(model, images: torch.Tensor, layers: Sequence[str], batch_si
 
 @dataclass
 class _RepresentationModel(EvalModel):
-    """An EvalModel whose ``encode`` gives h (and the pooled layers, concatenated after it), so
-    :func:`encode_suite` collects representations with its loaders, sharding and cache."""
+    """An EvalModel whose ``encode_image`` gives h and the pooled layers, concatenated after it, so
+    the evaluation loop's :func:`~clipshift.evaluate.loop.encode` collects them with its loaders,
+    sharding and cache."""
 
     represent: Callable | None = None
     layer_names: tuple[str, ...] = ()
     sizes: list[int] = field(default_factory=list)
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         if not self.layer_names:
             return self.represent(images)
         with LayerRecorder(self.module, self.layer_names) as recorder:
@@ -249,23 +214,23 @@ class _RepresentationModel(EvalModel):
 def _representation_view(model: EvalModel, layers: Sequence[str]) -> _RepresentationModel:
     values = {f.name: getattr(model, f.name) for f in fields(EvalModel)}
     values["weights_id"] = f"{model.weights_id}|probe:h|layers={','.join(layers)}"
-    return _RepresentationModel(**values, represent=representation(model), layer_names=tuple(layers))
+    return _RepresentationModel(**values, represent=model.encode_image, layer_names=tuple(layers))
 
 
 def _collect_suite(model: EvalModel, suite, layers, *, cache_dir, batch_size, workers, device, progress,
                    strict, amp) -> Activations:
     from ..data.imagenet import SuiteDataset
-    from ..evaluate.real import encode_suite
+    from ..evaluate.loop import encode
 
     view = _representation_view(model, layers)
-    feats = encode_suite(view, suite, cache_dir=cache_dir, batch_size=batch_size, workers=workers, device=device,
-                         strict=strict, amp=amp, progress=progress)
+    feats = encode(view, suite, name=suite.name, cache_dir=cache_dir, batch_size=batch_size, workers=workers,
+                   device=device, strict=strict, amp=amp, progress=progress)
     out = feats.features
     sizes = view.sizes
     if layers and not sizes:  # read from the cache: one image tells the sizes
         item = SuiteDataset(suite, model.preprocess)[int(feats.indices[0])][0]
         with torch.inference_mode():
-            view.encode(item.unsqueeze(0).to(device or "cpu"))
+            view.encode_image(item.unsqueeze(0).to(device or "cpu"))
         sizes = view.sizes
     parts = torch.split(out, sizes, dim=1) if layers else (out,)
     return Activations(parts[0].contiguous(), feats.targets, {n: p.contiguous() for n, p in zip(layers, parts[1:])},

@@ -1,0 +1,223 @@
+"""The one evaluation loop: encode each dataset once (cached), score it with every head.
+
+    model = load_model("runs/quickstart/checkpoints/contrastive_narrow")      # or EvalModel.wrap(module, "clip")
+    heads = {"ensemble": build_head(HeadSpec("zeroshot", templates), model, class_names=names)}
+    scores = evaluate(model, {"test": suite_or_tensors, "sketch": ...}, heads, cache_dir="cache")
+
+A dataset is an :class:`~clipshift.data.imagenet.EvalSuite` (image files decoded by the model's
+``preprocess`` in DataLoader workers, sharded under ``torchrun``) or :class:`ImageTensors` (uint8
+images already in memory, for this package's models). Features are cached under
+``cache_dir/features/<key>.safetensors``, keyed by the weights, the dataset (root, files and
+targets, or the tensors' digest) and the transform, so re-scoring with other heads never re-encodes.
+Scores use :func:`clipshift.data.imagenet.score` (class masking for subset suites, several correct
+classes per target for ObjectNet) and, optionally, per-class accuracy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+from torch.utils.data import DataLoader, Subset
+
+from .._progress import progress_bar
+from ..data.imagenet import EvalSuite, SuiteDataset, score, suite_collate
+from ..distributed import default_device, world
+from ..models.factory import save_safetensors_atomic
+from ..models.interface import EvalModel
+from .heads import CACHE_VERSION, cache_key
+from .per_class import per_class_accuracy
+
+METRICS = ("top1", "top5", "mean_per_class_recall")
+
+
+@dataclass
+class ImageTensors:
+    """An in-memory evaluation set: uint8 images (N, 3, H, W) and class labels (N,)."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+
+    def __post_init__(self):
+        if not torch.is_tensor(self.images) or self.images.dim() != 4:
+            raise ValueError(f"images must be a (N, C, H, W) tensor, got {getattr(self.images, 'shape', self.images)}")
+        self.targets = torch.as_tensor(self.targets).long()
+        if self.targets.shape != (len(self.images),):
+            raise ValueError(f"{len(self.images)} images but targets of shape {tuple(self.targets.shape)}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def digest(self) -> str:
+        h = hashlib.sha256(f"{tuple(self.images.shape)}{self.images.dtype}".encode())
+        h.update(self.images.detach().cpu().contiguous().numpy().tobytes())
+        h.update(self.targets.cpu().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def as_suite(self, name: str, num_classes: int) -> EvalSuite:
+        """A suite over `num_classes` classes, one per target, for :func:`score`."""
+        return EvalSuite(name=name, root=Path("<memory>"), samples=[], target_classes=[(c,) for c in range(num_classes)],
+                         target_names=[str(c) for c in range(num_classes)], class_indices=None, num_classes=num_classes)
+
+
+@dataclass
+class Features:
+    """Encoded images of one dataset: ``features`` (N, D) float32, ``targets`` (N,), ``indices`` (N,)
+    into the dataset's samples, ``skipped`` (sample indices that could not be decoded)."""
+
+    features: torch.Tensor
+    targets: torch.Tensor
+    indices: torch.Tensor
+    skipped: list[int]
+    cached: bool = False
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    return nullcontext()
+
+
+def _suite_fingerprint(suite: EvalSuite) -> str:
+    digest = hashlib.sha256()
+    for path, target in suite.samples:
+        digest.update(f"{path}\t{target}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _cache_path(model: EvalModel, data, name: str, cache_dir, strict: bool) -> Path | None:
+    if cache_dir is None:
+        return None
+    if isinstance(data, ImageTensors):
+        dataset = {"dataset": name, "tensors": data.digest()}
+    else:
+        dataset = {"dataset": data.name, "root": str(Path(data.root).resolve()), "samples": _suite_fingerprint(data),
+                   "crop_border": data.crop_border, "strict": strict}
+    key = cache_key({"v": CACHE_VERSION, "weights": model.weights_id, "kind": model.kind,
+                     "transform": model.preprocess_id if not isinstance(data, ImageTensors) else "uint8 tensors",
+                     **dataset})
+    return Path(cache_dir) / "features" / f"{key}.safetensors"
+
+
+@torch.inference_mode()
+def _encode_tensors(model: EvalModel, data: ImageTensors, batch_size: int, device: torch.device, progress: bool,
+                    desc: str) -> Features:
+    model.module.eval()
+    out = []
+    with progress_bar(total=len(data), desc=desc, unit="img", enabled=progress) as bar:
+        for start in range(0, len(data), batch_size):
+            out.append(model.encode_image(data.images[start:start + batch_size].to(device)).float().cpu())
+            bar.update(min(batch_size, len(data) - start))
+    return Features(torch.cat(out), data.targets, torch.arange(len(data)), [])
+
+
+@torch.inference_mode()
+def _encode_shard(model: EvalModel, suite: EvalSuite, *, batch_size: int, workers: int, device: torch.device,
+                  strict: bool, amp: bool, progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+    rank, size = world()
+    dataset = SuiteDataset(suite, model.preprocess, strict=strict)
+    shard = Subset(dataset, range(rank, len(dataset), size))
+    loader = DataLoader(shard, batch_size=batch_size, num_workers=workers, collate_fn=suite_collate,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    feats, targets, indices, skipped = [], [], [], []
+    model.module.eval()
+    with progress_bar(total=len(shard), desc=f"{suite.name} ({model.name})", unit="img",
+                      enabled=progress and rank == 0) as bar:
+        for images, batch_targets, batch_indices, batch_skipped in loader:
+            skipped += list(batch_skipped)
+            if images is not None:
+                images = images.to(device, non_blocking=True)
+                if device.type == "cuda" and images.dim() == 4:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with _autocast(device, amp):
+                    out = model.encode_image(images)
+                feats.append(out.float().cpu())
+                targets.append(batch_targets)
+                indices.append(batch_indices)
+            bar.update(len(batch_targets) + len(batch_skipped))
+    if not feats:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped
+    return torch.cat(feats), torch.cat(targets).long(), torch.cat(indices).long(), skipped
+
+
+def _gather(feats, targets, indices, skipped) -> Features:
+    rank, size = world()
+    if size > 1:
+        gathered = [None] * size
+        dist.all_gather_object(gathered, (feats, targets, indices, skipped))
+        parts = [g for g in gathered if g[0].numel()]
+        feats = torch.cat([g[0] for g in parts]) if parts else feats
+        targets = torch.cat([g[1] for g in parts]) if parts else targets
+        indices = torch.cat([g[2] for g in parts]) if parts else indices
+        skipped = sorted(s for g in gathered for s in g[3])
+    order = torch.argsort(indices)
+    return Features(feats[order], targets[order], indices[order], sorted(skipped))
+
+
+def encode(model: EvalModel, data, *, name: str = "data", cache_dir=None, batch_size: int | None = None,
+           workers: int = 4, device: torch.device | None = None, strict: bool = False, amp: bool = True,
+           progress: bool = True) -> Features:
+    """Image features of every decodable image of `data` (an EvalSuite or ImageTensors), in sample
+    order; read from the cache when present. Under ``torchrun`` each rank encodes every
+    world-size-th image of a suite and the shards are gathered on every rank."""
+    if not isinstance(model, EvalModel):
+        raise TypeError(f"evaluate a model through EvalModel (load_model or EvalModel.wrap), got {type(model).__name__}")
+    device = device or default_device()
+    path = _cache_path(model, data, name, cache_dir, strict)
+    if path is not None and path.exists():
+        stored = load_file(str(path))
+        return Features(stored["features"], stored["targets"], stored["indices"], stored["skipped"].tolist(),
+                        cached=True)
+    model.to(device)
+    rank, size = world()
+    if isinstance(data, ImageTensors):
+        result = _encode_tensors(model, data, batch_size or 1024, device, progress and rank == 0,
+                                 f"{name} ({model.name})")
+    elif isinstance(data, EvalSuite):
+        result = _gather(*_encode_shard(model, data, batch_size=batch_size or 256, workers=workers, device=device,
+                                        strict=strict, amp=amp, progress=progress))
+        if len(result.indices) == 0:
+            raise ValueError(f"{data.name}: none of the {len(data)} images under {data.root} could be decoded")
+    else:
+        raise TypeError(f"{name}: a dataset is an EvalSuite or ImageTensors, got {type(data).__name__}")
+    if path is not None and rank == 0:
+        save_safetensors_atomic({"features": result.features, "targets": result.targets, "indices": result.indices,
+                                 "skipped": torch.tensor(result.skipped, dtype=torch.long)}, path,
+                                {"model": model.name, "dataset": name})
+    if size > 1 and isinstance(data, EvalSuite):
+        dist.barrier()
+    return result
+
+
+def evaluate(model: EvalModel, datasets: Mapping[str, object], heads: Mapping[str, Callable], *, cache_dir=None,
+             batch_size: int | None = None, workers: int = 4, device: torch.device | None = None,
+             strict: bool = False, amp: bool = True, progress: bool = True,
+             per_class: list | None = None, class_names: Sequence[str] | None = None) -> list[dict]:
+    """Score `model` with every head on every dataset: one dict per (dataset, head) with ``dataset``,
+    ``head``, the :data:`METRICS`, ``num_examples`` (images scored) and ``images_skipped``.
+
+    `per_class`: a list receiving per-class rows (``dataset, head, class, top1, num_examples,
+    class_id``) named by `class_names`."""
+    scores = []
+    for name, data in datasets.items():
+        feats = encode(model, data, name=name, cache_dir=cache_dir, batch_size=batch_size, workers=workers,
+                       device=device, strict=strict, amp=amp, progress=progress)
+        for head_name, head in heads.items():
+            logits = head(feats.features).float()
+            suite = data.as_suite(name, logits.shape[1]) if isinstance(data, ImageTensors) else data
+            if logits.shape[1] != suite.num_classes:
+                raise ValueError(f"{model.name} ({head_name}) gives {logits.shape[1]} scores per image; {name} "
+                                 f"needs {suite.num_classes}")
+            metrics = score(logits, feats.targets, suite)
+            scores.append({"dataset": name, "head": head_name, **{m: metrics[m] for m in METRICS},
+                           "num_examples": metrics["num_examples"], "images_skipped": len(feats.skipped)})
+            if per_class is not None:
+                table = per_class_accuracy(logits, feats.targets, suite, class_names)
+                per_class += [{"dataset": name, "head": head_name, **row} for row in table.to_dict("records")]
+    return scores
