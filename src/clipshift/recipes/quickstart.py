@@ -25,9 +25,10 @@ import torch
 from .. import __version__
 from ..data import EvalImageFolder, TextMatcher, load_all, load_images, match_report, read_caption_table
 from ..data.csv_source import label_index
-from ..evaluate.zeroshot import encode_images, head_logits, top1_accuracy, zero_shot_logits, zero_shot_weights
+from ..evaluate import HeadSpec, ImageTensors, build_head, encode, evaluate
 from .._progress import progress_bar
 from ..models.factory import ModelSpec, atomic_write_text, build_model, get_tokenizer, save_checkpoint
+from ..models.interface import EvalModel
 from ..parallel import resolve_jobs, run_largest_first
 from ..probe import probe_section
 from ..report_html import write_html_report
@@ -60,7 +61,8 @@ class Log:
             print(f"[{time.perf_counter() - self.start:6.1f}s] {name} ({seconds:.1f}s)", flush=True)
 
 
-def _as_tensor(images: np.ndarray) -> torch.Tensor:
+def as_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 array → (N, 3, H, W) tensor."""
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
@@ -91,16 +93,17 @@ def load_training_set(world_dir: Path, name: str, progress: bool, class_names=CL
             "match": report}
 
 
-def load_eval_set(world_dir: Path, name: str, progress: bool, class_names=CLASS_NAMES) -> tuple[torch.Tensor, torch.Tensor]:
+def load_eval_set(world_dir: Path, name: str, progress: bool, class_names=CLASS_NAMES) -> ImageTensors:
     images, labels, _ = load_all(EvalImageFolder(world_dir / name, list(class_names)), progress=progress)
-    return images, labels
+    return ImageTensors(images, labels)
 
 
-def _train_one(config, spec, data, train_config, run_dir, progress) -> torch.nn.Module:
+def _train_one(config, spec, data, train_config, run_dir, progress, tokenizer=None) -> EvalModel:
     model = build_model(spec, seed=train_config.seed)
     train(model, data, train_config, log_path=run_dir / "metrics.jsonl", progress=progress, desc=spec.metadata["name"])
     save_checkpoint(model, spec, run_dir / "checkpoints" / spec.metadata["name"])
-    return model.eval()
+    return EvalModel.wrap(model.eval(), spec.kind, name=spec.metadata["name"], class_names=spec.class_names,
+                          tokenizer=tokenizer if spec.kind == "clip" else None)
 
 
 def _subset(data: dict, n: int, seed: int) -> np.ndarray:
@@ -141,24 +144,36 @@ def _train_data(entry: dict, sets: dict, tokenizer) -> TrainData:
     return TrainData(images[torch.from_numpy(keep)], labels=torch.from_numpy(labels[keep]).long())
 
 
-def evaluate_model(model, entry: dict, eval_sets: dict, tokenizer) -> list[dict]:
-    """Top-1 on every evaluation set; contrastive models also with the bare-name prompt."""
-    heads = {"": None}
-    if entry["objective"] == "contrastive":
-        heads = {"": zero_shot_weights(model, tokenizer, CLASS_NAMES, ZERO_SHOT_TEMPLATES),
-                 "_bare": zero_shot_weights(model, tokenizer, CLASS_NAMES, BARE_TEMPLATE)}
+def evaluate_model(model: EvalModel, entry: dict, eval_sets: dict) -> list[dict]:
+    """Top-1 on every evaluation set (`eval_sets`: name → ImageTensors) through the evaluation loop:
+    a classifier's own head; a contrastive model's zero-shot head with the prompt ensemble and with
+    the bare class name."""
+    if model.has_text:
+        heads = {"": build_head(HeadSpec("zeroshot", templates=ZERO_SHOT_TEMPLATES), model, class_names=CLASS_NAMES),
+                 "_bare": build_head(HeadSpec("zeroshot", templates=BARE_TEMPLATE), model, class_names=CLASS_NAMES)}
+    else:
+        heads = {"": build_head("linear", model)}
     rows = []
-    for dataset, (images, labels) in eval_sets.items():
-        features = encode_images(model, images)
-        for suffix, weights in heads.items():
-            logits = head_logits(model, features) if weights is None else zero_shot_logits(features, weights)
-            meta = {k: v for k, v in entry.items() if k not in ("name", "seed")}
-            if suffix:
-                meta["group"] = f"{entry['group']} (bare name)"
-            meta["prompts"] = {"": "ensemble", "_bare": "bare"}[suffix] if weights is not None else "head"
-            rows.append(dict(model=entry["name"] + suffix, dataset=dataset, metric="top1",
-                             value=top1_accuracy(logits, labels), num_examples=len(labels), **meta))
+    for score in evaluate(model, eval_sets, heads, progress=False):
+        suffix = score["head"]
+        meta = {k: v for k, v in entry.items() if k not in ("name", "seed")}
+        if suffix:
+            meta["group"] = f"{entry['group']} (bare name)"
+        meta["prompts"] = {"": "ensemble", "_bare": "bare"}[suffix] if model.has_text else "head"
+        rows.append(dict(model=entry["name"] + suffix, dataset=score["dataset"], metric="top1", value=score["top1"],
+                         num_examples=score["num_examples"], **meta))
     return rows
+
+
+def predictor(model: EvalModel):
+    """images (N, H, W, 3) uint8 array → the classifier's predicted classes, for the adversarial filter."""
+    head = build_head("linear", model)
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        data = ImageTensors(as_tensor(images), torch.zeros(len(images), dtype=torch.long))
+        return head(encode(model, data, progress=False).features).argmax(1).numpy()
+
+    return predict
 
 
 def run_quickstart(config: QuickstartConfig, out: str | Path, *, progress: bool = True, quiet: bool = False) -> Path:
@@ -185,19 +200,17 @@ def run_quickstart(config: QuickstartConfig, out: str | Path, *, progress: bool 
                labels="true", train_size=config.reference.train_size, epochs=config.reference.epochs,
                seed=config.seed + 999)
     ref_model = _fit(config, ref, sets, tokenizer, run_dir, progress)
-    predict = lambda x: head_logits(ref_model, encode_images(ref_model, _as_tensor(x))).argmax(1).numpy()  # noqa: E731
-    adversarial, adv_summary = filter_adversarial(predict, config.adversarial_size, seed=config.seed,
+    adversarial, adv_summary = filter_adversarial(predictor(ref_model), config.adversarial_size, seed=config.seed,
                                                   size=config.image_size, progress=progress)
     export_imagefolder(adversarial, world_dir)
     eval_sets["adversarial"] = load_eval_set(world_dir, "adversarial", progress)
-    samples = {name: eval_sets[name][0][:: max(1, len(eval_sets[name][0]) // 12)][:12].permute(0, 2, 3, 1).numpy()
+    samples = {name: eval_sets[name].images[:: max(1, len(eval_sets[name]) // 12)][:12].permute(0, 2, 3, 1).numpy()
                for name in ("test", *SHIFTS)}
     samples = {"train_diverse": sets["diverse"]["images"][:12].permute(0, 2, 3, 1).numpy(), **samples}
     plot_samples(samples, run_dir / "figures" / "world_samples.png")
     log.step(f"adversarial set: kept {adv_summary['kept']} of {adv_summary['pool_drawn']} pool images "
              "that the reference model gets wrong", time.perf_counter() - t)
 
-    rows = []
     plan = model_plan(config)
     jobs = min(resolve_jobs(config.jobs), len(plan))
     bar = progress_bar(total=len(plan), desc=f"models ({jobs} at a time)", unit="model", enabled=progress and jobs > 1)
@@ -243,7 +256,7 @@ def train_and_evaluate(config, entry: dict, sets: dict, eval_sets: dict, run_dir
     start = time.perf_counter()
     tokenizer = get_tokenizer(config.architecture)
     model = _fit(config, entry, sets, tokenizer, run_dir, progress)
-    return evaluate_model(model, entry, eval_sets, tokenizer), time.perf_counter() - start
+    return evaluate_model(model, entry, eval_sets), time.perf_counter() - start
 
 
 def fit_effective_robustness(results: pd.DataFrame, run_dir: Path, seed: int):
@@ -274,7 +287,7 @@ def _fit(config, entry, sets, tokenizer, run_dir, progress):
     base = config.contrastive if kind == "clip" else config.supervised
     train_config = replace(base, epochs=entry["epochs"], seed=entry["seed"], augment=entry.get("augment", base.augment))
     spec = ModelSpec(kind, entry.get("architecture", config.architecture), list(CLASS_NAMES), metadata=entry)
-    return _train_one(config, spec, _train_data(entry, sets, tokenizer), train_config, run_dir, progress)
+    return _train_one(config, spec, _train_data(entry, sets, tokenizer), train_config, run_dir, progress, tokenizer)
 
 
 def _write_table(table: pd.DataFrame, path: Path) -> None:
