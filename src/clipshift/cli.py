@@ -56,7 +56,8 @@ def cmd_study(args) -> int:
         pairs, path = [str(path), *pairs], None
     overrides = read_settings(None, _overrides(pairs))  # supervised.epochs=3 → {"supervised": {"epochs": 3}}
     config = load_study_config(path, overrides, quick=args.quick)
-    run_study(config, args.out, progress=not args.quiet, quiet=args.quiet)
+    run_study(config, args.out, progress=not args.quiet, quiet=args.quiet, plan_only=args.plan,
+              torchrun=args.torchrun, evaluate_only=args.evaluate)
     return 0
 
 
@@ -357,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("overrides", nargs="*", help="key=value settings, e.g. seeds=[0,1,2,3] train_size=2000")
     st.add_argument("--out", default="runs/study", help="run directory (default: runs/study)")
     st.add_argument("--quick", action="store_true", help="a small version (tiny model and data) for tests and demos")
+    st.add_argument("--plan", action="store_true", help="write DIR/plan.sh (one clipshift train / evaluate command "
+                    "per model, for a scheduler) instead of training; then run `clipshift study` again to finish")
+    st.add_argument("--torchrun", type=int, default=0, metavar="N",
+                    help="with --plan: training lines as `torchrun --nproc_per_node N -m clipshift train ...`")
+    st.add_argument("--evaluate", metavar="NAME", help="evaluate the trained model NAME only (a line of plan.sh)")
     st.add_argument("--quiet", action="store_true")
     st.set_defaults(func=cmd_study)
     world = sub.add_parser("world", help="generate and export the embedded captioned world")

@@ -63,7 +63,7 @@ def _load_own(directory: Path) -> EvalModel:
     kind = "classifier" if spec.kind == "zsclassifier" else spec.kind  # a fine-tuned CLIP: a head over its classes
     return EvalModel(name=directory.name, kind=kind, module=module, preprocess=preprocess,
                      preprocess_id=_transform_id(preprocess), weights_id=weights_id, tokenizer=tokenizer,
-                     class_names=list(spec.class_names) if kind == "classifier" else None,
+                     class_names=list(spec.class_names),
                      normalize_uint8=True, metadata={"architecture": spec.architecture, "library": "clipshift"})
 
 

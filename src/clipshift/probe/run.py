@@ -55,7 +55,14 @@ def _sample(world_dir: Path, name: str, max_images: int, seed: int) -> pd.DataFr
     return table.reset_index(drop=True)
 
 
-def _model_dirs(run_dir: Path, models) -> list[Path]:
+def _model_dirs(run_dir: Path, models) -> list[tuple[str, Path]]:
+    """(name, checkpoint folder) of the models to probe: `models` as a mapping name → folder, or names
+    of folders under ``run_dir/checkpoints`` (None: all of them)."""
+    if isinstance(models, dict):
+        missing = [str(d) for d in models.values() if not (Path(d) / "model.json").is_file()]
+        if missing:
+            raise FileNotFoundError(f"no checkpoints (model.json) in {missing[:3]}")
+        return [(name, Path(d)) for name, d in models.items()]
     root = run_dir / "checkpoints"
     dirs = sorted(p for p in root.iterdir() if (p / "model.json").is_file()) if root.is_dir() else []
     if models is not None:
@@ -66,18 +73,17 @@ def _model_dirs(run_dir: Path, models) -> list[Path]:
         dirs = [p for p in dirs if p.name in set(wanted)]
     if not dirs:
         raise FileNotFoundError(f"{root}: no checkpoints (folders with model.json)")
-    return dirs
+    return [(p.name, p) for p in dirs]
 
 
-def _head(module, spec):
-    if spec.kind in ("classifier", "zsclassifier"):
-        return module.head
-    from ..evaluate.zeroshot import zero_shot_weights
-    from ..models.factory import get_tokenizer
+def _head(model):
+    """The model's own head, or (CLIP) its zero-shot head with the world's prompt ensemble."""
+    if model.has_head:
+        return model.head_module()
+    from ..evaluate.heads import zero_shot_weights
     from ..world.captions import ZERO_SHOT_TEMPLATES
 
-    return zero_shot_classifier(zero_shot_weights(module, get_tokenizer(spec.architecture), spec.class_names,
-                                                  ZERO_SHOT_TEMPLATES))
+    return zero_shot_classifier(zero_shot_weights(model, model.class_names, ZERO_SHOT_TEMPLATES))
 
 
 def probe_run(run_dir, out_dir=None, *, max_images: int = 600, concept_images: int = 1200,
@@ -87,8 +93,8 @@ def probe_run(run_dir, out_dir=None, *, max_images: int = 600, concept_images: i
     ``figures/probe_magnitudes.png``, ``figures/probe_kurtosis_vs_er.png``, ``figures/probe_cka.png``
     into `out_dir` (default: `run_dir`); return the :class:`ProbeResult` (``.markdown``: the report
     section, figure links relative to `markdown_dir`, default `out_dir`). `models`: checkpoint
-    names to probe (default all)."""
-    from ..models.factory import load_checkpoint
+    names to probe (default all), or a mapping name → checkpoint folder."""
+    from ..models.load import load_model
 
     start = time.perf_counter()
     config = (config or ProbeConfig()).validate()
@@ -118,16 +124,16 @@ def probe_run(run_dir, out_dir=None, *, max_images: int = 600, concept_images: i
     groups = dict(zip(er_avg["model"], er_avg.get("group", pd.Series([""] * len(er_avg)))))
     probes = []
     with progress_bar(total=len(dirs), desc="probe", unit="model", enabled=progress) as bar:
-        for directory in dirs:
-            module, spec = load_checkpoint(directory)
-            class_index = {c: i for i, c in enumerate(spec.class_names)}
-            h = collect_activations(module, images, progress=False).features
+        for name, directory in dirs:
+            model = load_model(str(directory))
+            class_index = {c: i for i, c in enumerate(model.class_names)}
+            h = collect_activations(model, images, progress=False).features
             sets = {}
             for n in names:
                 targets = torch.as_tensor([class_index[c] for c in tables[n]["class_name"]], dtype=torch.long)
                 sets[n] = (h[slices[n]], targets)
-            probes.append(ModelProbe(directory.name, sets, _head(module, spec),
-                                     group=str(groups.get(directory.name, spec.metadata.get("group", ""))),
+            probes.append(ModelProbe(name, sets, _head(model),
+                                     group=str(groups.get(name, model.metadata.get("group", ""))),
                                      concept_features=h[concept_index]))
             bar.update(1)
     result = analyze(probes, id_dataset, shifts, concept_labels=concept_labels, er=er_avg, config=config)

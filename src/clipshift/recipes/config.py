@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -153,12 +154,24 @@ def set_dotted(values: dict, key: str, value) -> None:
     node[parts[-1]] = value
 
 
-def read_settings(path=None, overrides: dict | None = None, what: str = "config file") -> dict:
-    """The settings of the YAML file at `path` (none: empty), updated by dotted `overrides`
-    (``train.epochs=3`` sets ``{"train": {"epochs": 3}}``)."""
-    values = read_yaml_mapping(path, what) if path is not None else {}
+def merge_settings(base: dict, update: dict) -> dict:
+    """`base` updated by `update`, nested mappings merged key by key (neither is modified)."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        out[key] = merge_settings(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else copy.deepcopy(value)
+    return out
+
+
+def read_settings(path=None, overrides: dict | None = None, what: str = "config file", base: dict | None = None) -> dict:
+    """The one reader of settings for every command: `base` (a preset), updated by the YAML file at
+    `path` (none: nothing), updated by dotted `overrides` (``train.epochs=3`` sets
+    ``{"train": {"epochs": 3}}``); nested mappings are merged key by key."""
+    values = merge_settings(base or {}, read_yaml_mapping(path, what) if path is not None else {})
     for key, value in (overrides or {}).items():
-        set_dotted(values, key, value)
+        nested: dict = {}
+        set_dotted(nested, key, value)
+        values = merge_settings(values, nested)
     return values
 
 
@@ -168,11 +181,7 @@ def load_config(preset: str = "default", path: str | Path | None = None, overrid
     select another recipe's configuration class (a subclass of :class:`QuickstartConfig`)."""
     if preset not in presets:
         raise ValueError(f"unknown preset {preset!r}; known: {sorted(presets)}")
-    values = dict(presets[preset])
-    if path is not None:
-        values.update(read_yaml_mapping(path))
-    values.update(overrides or {})
-    return _build(cls, values, "config").validate()
+    return _build(cls, read_settings(path, overrides, base=presets[preset]), "config").validate()
 
 
 def config_to_yaml(config: QuickstartConfig) -> str:

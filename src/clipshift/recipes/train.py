@@ -329,3 +329,29 @@ def run_training(config: TrainRunConfig, *, resume: bool = False, progress: bool
     if rank == 0:
         save_checkpoint(model, spec, final)
     return final
+
+
+def labelled_samples(source: dict, class_names: list[str]) -> list[tuple[str, int]]:
+    """(image path, class index) of every sample of `source` whose label is one of `class_names`
+    (ImageNet-Captions: its wnid; a CSV: its label column); [] for sources without labels."""
+    kind = source.get("type")
+    if kind == "imagenet_captions":
+        from ..data.imagenet import imagenet_wnids
+
+        paths, _, wnids = read_imagenet_captions(source["json"], source["root"], limit=source.get("limit"))
+        if len(class_names) == 1000:
+            index = {w: i for i, w in enumerate(imagenet_wnids())}
+        else:
+            position = {name: i for i, name in enumerate(class_names)}
+            index = {w: position[n] for w, n in zip(imagenet_wnids(), class_names_for("imagenet")) if n in position}
+        return [(p, index[w]) for p, w in zip(paths, wnids) if w in index]
+    if kind == "csv":
+        table = read_caption_table(source["path"], sep=source.get("sep"),
+                                   filepath_column=source.get("filepath_column", "filepath"),
+                                   caption_column=source.get("caption_column", "caption"),
+                                   label_column=source.get("label_column") or "label")
+        if "label" not in table:
+            return []
+        labels = [label_index(v, class_names, i + 1) for i, v in enumerate(table["label"])]
+        return [(str(p), int(y)) for p, y in zip(table["filepath"], labels) if y >= 0]
+    return []

@@ -8,31 +8,39 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..models.factory import atomic_write_text
-from ..report_html import write_html_report
-from .report import _markdown_table, _pct, _pp
-from .study import ID_DATASET, QUESTIONS, TITLES
+from ...formatting import markdown_table, pct, pp
+from ...models.factory import atomic_write_text
+from ...report_html import write_html_report
+from .hypotheses import QUESTIONS, TITLES
 
 
 def hypothesis_table(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([{
-        "configuration": r["label"], "seeds": int(r["seeds"]), "ID accuracy": _pct(r["id_accuracy"]),
-        "avg shift accuracy": _pct(r["shift_accuracy"]), "ER": _pp(r["effective_robustness"]),
-        "95% interval": f"[{_pp(r['ci_low'])}, {_pp(r['ci_high'])}]",
+        "configuration": r["label"], "seeds": int(r["seeds"]), "ID accuracy": pct(r["id_accuracy"]),
+        "avg shift accuracy": pct(r["shift_accuracy"]), "ER": pp(r["effective_robustness"]),
+        "95% interval": f"[{pp(r['ci_low'])}, {pp(r['ci_high'])}]",
         "seed sd": "–" if pd.isna(r["er_sd"]) else f"{100 * r['er_sd']:.1f} pp",
     } for r in rows])
 
 
 def _setup(config, facts: dict) -> str:
-    data = (f"the embedded world: `narrow` (photo-like, the ImageNet role) and `diverse` (many styles, the web "
-            f"role) training sets of {config.train_size} captioned images each, {config.eval_size} images per "
-            f"evaluation set" if config.data_root is None else f"the data under `{config.data_root}`")
+    if config.embedded:
+        data = (f"the embedded world: `narrow` (photo-like, the ImageNet role) and `diverse` (many styles, the web "
+                f"role) training sets of {config.train_size} captioned images each, {config.eval_size} images per "
+                f"evaluation set")
+    elif config.data_root is not None:
+        data = f"the data under `{config.data_root}`"
+    else:
+        kinds = {d: ", ".join(f"`{s.get('type')}`" for s in config.data[d]) for d in config.data}
+        data = (f"real sources, `narrow`: {kinds['narrow']}; `diverse`: {kinds['diverse']} (up to {config.train_size} "
+                f"images per model, as `clipshift train` runs under `runs/`); evaluation sets under "
+                f"`{config.eval_root}`; classes `{config.classes}`")
     shifts = ", ".join(f"`{s}`" for s in config.shifts)
     n_base = len(config.baselines)
     match = "; ".join(f"`{d}` {100 * m['match_rate']:.0f}% of captions matched"
                       + (f", precision {100 * m['precision']:.1f}%" if "precision" in m else "")
                       for d, m in facts.get("text_match", {}).items())
-    return f"""- Data: {data}. In-distribution set `{ID_DATASET}`; shifts {shifts}.
+    return f"""- Data: {data}. In-distribution set `{config.id_dataset}`; shifts {shifts}.
 - Model: `{config.architecture}`, one image tower for every objective. CLIP: {config.contrastive.epochs} epochs,
   batch {config.contrastive.batch_size}, lr {config.contrastive.lr:g}; supervised: {config.supervised.epochs}
   epochs, batch {config.supervised.batch_size}, lr {config.supervised.lr:g}; SimCLR: {config.simclr.epochs} epochs
@@ -61,7 +69,7 @@ def write_study_report(run_dir, config, summary: pd.DataFrame, fits: pd.DataFram
 
 {details}
 
-{_markdown_table(hypothesis_table(s['rows']))}
+{markdown_table(hypothesis_table(s['rows']))}
 
 ![{TITLES[s['hypothesis']]}](figures/{Path(s['figure']).name})
 """)

@@ -1,0 +1,129 @@
+"""The study's settings: the quickstart's (world, architecture, baseline, trainers) plus its own,
+and where the data come from (the embedded world, a folder laid out like it, or real sources)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ...train.loop import TrainConfig
+from ..config import BaselineRun, QuickstartConfig, load_config, merge_settings, read_settings
+from .hypotheses import HYPOTHESES
+
+WORLD_SHIFTS = ("v2", "sketch", "rendition", "objectnet", "adversarial")
+DISTRIBUTIONS = ("narrow", "diverse")
+
+
+@dataclass
+class StudyConfig(QuickstartConfig):
+    """See ``configs/fang2022.yaml`` (the world) and ``configs/fang2022-imagenet.yaml`` (real data)."""
+
+    train_size: int = 4000
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    sizes: list[int] = field(default_factory=lambda: [2000, 4000])  # H1, CLIP on diverse data
+    mixture: list[float] = field(default_factory=lambda: [0.0, 0.33, 0.67, 1.0])  # H2, diverse fractions
+    hypotheses: list[str] = field(default_factory=lambda: list(HYPOTHESES))
+    baselines: list[BaselineRun] = field(default_factory=lambda: [
+        BaselineRun(300, 6), BaselineRun(600, 6), BaselineRun(1000, 6), BaselineRun(1500, 6),
+        BaselineRun(2500, 6), BaselineRun(4000, 2), BaselineRun(4000, 4), BaselineRun(4000, 6),
+        BaselineRun(1500, 4, augment=False), BaselineRun(1500, 6, architecture="clipshift-tiny-bow"),
+    ])
+    reference: BaselineRun = field(default_factory=lambda: BaselineRun(2000, 4))
+    contrastive: TrainConfig = field(default_factory=lambda: TrainConfig("contrastive", epochs=20, batch_size=64,
+                                                                         lr=2e-3))
+    simclr: TrainConfig = field(default_factory=lambda: TrainConfig("simclr", epochs=10, batch_size=128, lr=2e-3))
+    simclr_finetune: TrainConfig = field(default_factory=lambda: TrainConfig("supervised", epochs=4, batch_size=128,
+                                                                             lr=1e-3))
+    probe_weight_decay: float = 1e-4  # L2 of the H4 linear probe
+    probe_images: int = 10000  # at most this many labelled narrow training images fit the H4 probe
+    bootstrap: int = 1000  # per-model ER bootstrap draws (er.csv)
+    probes: bool = True  # representation probes (Crabbé et al.) on the seed-0 models (embedded world only)
+    # Data. None of these: the embedded world, generated into the run folder. `data_root`: a folder laid
+    # out like the exported world (train_narrow.csv, train_diverse.csv, one ImageFolder tree per
+    # evaluation set). `data`: per training distribution (narrow, diverse), a list of sources as
+    # `clipshift train` takes them (imagenet_captions, csv, webdataset, world).
+    data_root: str | None = None
+    data: dict | None = None
+    classes: str | None = None  # world | imagenet | a file of class names or of ImageNet wnids
+    class_names: str | None = None  # (older name of `classes` for a data_root)
+    templates: str | None = None  # zero-shot templates: world (default on world data) | openai | simple | a file
+    # Evaluation: the world's trees (data_root or the generated world), or ImageNet-family suites
+    # under `eval_root` (names as `clipshift eval --data`: imagenet, imagenet-v2, imagenet-sketch, ...).
+    eval_root: str | None = None
+    id_dataset: str = "test"
+    shifts: list[str] = field(default_factory=lambda: list(WORLD_SHIFTS))
+    image_size: int = 32
+
+    @property
+    def embedded(self) -> bool:
+        """True when the study generates the embedded world."""
+        return self.data_root is None and self.data is None
+
+    def validate(self) -> "StudyConfig":
+        super().validate()
+        self.simclr.validate()
+        self.simclr_finetune.validate()
+        if self.simclr.objective != "simclr" or self.simclr_finetune.objective != "supervised":
+            raise ValueError("simclr.objective must be 'simclr' and simclr_finetune.objective 'supervised'")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {self.seeds}")
+        unknown = sorted(set(self.hypotheses) - set(HYPOTHESES))
+        if unknown or not self.hypotheses:
+            raise ValueError(f"hypotheses: unknown {unknown}; choose among {list(HYPOTHESES)}")
+        if "size" in self.hypotheses and len(set(self.sizes)) < 2:
+            raise ValueError(f"sizes needs at least 2 distinct sizes for the size hypothesis, got {self.sizes}")
+        bad = [n for n in self.sizes if not 1 <= n <= self.train_size]
+        if bad:
+            raise ValueError(f"sizes {bad} must lie in [1, train_size={self.train_size}]")
+        bad = [f for f in self.mixture if not 0 <= f <= 1]
+        if bad:
+            raise ValueError(f"mixture fractions {bad} must lie in [0, 1]")
+        if "distribution" in self.hypotheses and len(set(self.mixture)) < 2:
+            raise ValueError(f"mixture needs at least 2 fractions, got {self.mixture}")
+        off = [b.name() for b in self.baselines if b.distribution != "narrow"]
+        if off:
+            raise ValueError(f"the study's baseline is supervised models on narrow data; got {off}")
+        too_big = [b.train_size for b in [*self.baselines, self.reference] if b.train_size > self.train_size]
+        if too_big:
+            raise ValueError(f"baseline/reference sizes {too_big} exceed train_size={self.train_size}")
+        self._validate_data()
+        return self
+
+    def _validate_data(self) -> None:
+        if self.class_names is not None and self.classes is None:
+            self.classes = self.class_names
+        if self.data_root is not None and self.data is not None:
+            raise ValueError("give either data_root (a folder laid out like the exported world) or data "
+                             "(sources per distribution), not both")
+        if not self.embedded and self.classes is None:
+            raise ValueError("data_root/data need classes: 'imagenet', or a text file of class names or ImageNet wnids")
+        if self.data is not None:
+            if not isinstance(self.data, dict) or sorted(self.data) != sorted(DISTRIBUTIONS):
+                raise ValueError(f"data: expected a mapping with the keys {list(DISTRIBUTIONS)} (a list of "
+                                 f"`clipshift train` sources each), got {self.data!r:.200}")
+            for name, sources in self.data.items():
+                if not isinstance(sources, list) or not sources or not all(isinstance(s, dict) for s in sources):
+                    raise ValueError(f"data.{name}: expected a non-empty list of sources (mappings with a type), "
+                                     f"got {sources!r:.200}")
+            if self.eval_root is None:
+                raise ValueError("data (real sources) needs eval_root: the folder holding the evaluation sets")
+        if not self.shifts or self.id_dataset in self.shifts:
+            raise ValueError(f"shifts must name at least one set other than {self.id_dataset!r}, got {self.shifts}")
+        if self.embedded and sorted(set(self.shifts) - set(WORLD_SHIFTS)):
+            raise ValueError(f"the embedded world has the shifts {list(WORLD_SHIFTS)}; got {self.shifts}")
+
+
+QUICK = dict(
+    architecture="clipshift-tiny-bow", train_size=600, eval_size=200, adversarial_size=80, workers=2,
+    sizes=[300, 600], mixture=[0.0, 0.5, 1.0],
+    supervised=dict(epochs=4, batch_size=64), contrastive=dict(epochs=3, batch_size=64),
+    simclr=dict(epochs=2, batch_size=64), simclr_finetune=dict(epochs=2, batch_size=64),
+    baselines=[dict(train_size=150, epochs=3), dict(train_size=300, epochs=4), dict(train_size=600, epochs=4)],
+    reference=dict(train_size=300, epochs=3), bootstrap=200,
+)
+
+
+def load_study_config(path=None, overrides: dict | None = None, quick: bool = False) -> StudyConfig:
+    """Defaults ← the YAML file ← the quick preset (``quick``) ← dotted `overrides`; validated."""
+    values = read_settings(path, None, "study config")
+    values = read_settings(None, overrides, base=merge_settings(values, QUICK) if quick else values)
+    return load_config("default", None, values, cls=StudyConfig, presets={"default": {}})

@@ -1,0 +1,157 @@
+"""Where the study's data come from: training sources per distribution, evaluation sets, the
+probe's labelled images, and the embedded world (generated once per run folder, with its
+adversarial set filtered against a reference model)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...data.imagenet import IMAGENET_SUITES, EvalSuite, open_suite
+from ...evaluate import ImageTensors
+from ...models.factory import atomic_write_text
+from ..quickstart import build_world, load_eval_set, load_training_set, predictor
+from ..train import class_names_for
+from .config import DISTRIBUTIONS
+
+WORLD_MARKER = "world.json"
+
+
+@dataclass
+class StudyData:
+    """``distributions``: name → `clipshift train` sources; ``eval_sets``: name → ImageTensors or
+    EvalSuite, in-distribution first; ``probe_set``: labelled narrow images for the H4 probe."""
+
+    class_names: list[str]
+    distributions: dict[str, list[dict]]
+    eval_sets: dict[str, object]
+    probe_set: object | None
+    world: bool
+    facts: dict = field(default_factory=dict)
+
+
+def world_sources(root: Path) -> dict[str, list[dict]]:
+    return {d: [{"type": "csv", "path": str((root / f"train_{d}.csv").absolute())}] for d in DISTRIBUTIONS}
+
+
+def prepare(config, run_dir: Path, log, progress: bool, train_reference) -> StudyData:
+    """The study's data (see :class:`StudyData`); `train_reference(entry)` trains the world's
+    reference model (an EvalModel) when the adversarial set has to be made."""
+    if config.data is not None:
+        return _real(config)
+    facts = {}
+    if config.data_root is not None:
+        root, class_names = Path(config.data_root), class_names_for(config.classes)
+    else:
+        root, class_names = run_dir / "world", class_names_for("world")
+        if not (root / WORLD_MARKER).is_file():
+            t = time.perf_counter()
+            facts["world"] = build_world(config, root, progress)
+            log.step(f"world: {facts['world']['images_generated']} images generated and exported",
+                     time.perf_counter() - t)
+    for name in ("train_narrow.csv", "train_diverse.csv", config.id_dataset):
+        if not (root / name).exists():
+            raise FileNotFoundError(f"{root}: no {name} (expected the layout of an exported world)")
+    t = time.perf_counter()
+    synonyms = None if config.data_root is not None else "world"
+    sets = {d: load_training_set(root, d, progress, class_names, *(() if synonyms else (None,)))
+            for d in DISTRIBUTIONS}
+    for d, data in sets.items():
+        if len(data["images"]) < config.train_size:
+            raise ValueError(f"train_{d}.csv has {len(data['images'])} images; train_size is {config.train_size}")
+    if (sets["narrow"]["true"] < 0).all():
+        raise ValueError("train_narrow.csv needs a label column: the baseline and the supervised models use it")
+    shifts = [s for s in config.shifts if s != "adversarial" or config.data_root is not None]
+    eval_sets = {d: load_eval_set(root, d, progress, class_names) for d in [config.id_dataset, *shifts]}
+    log.step("data loaded back through the CSV and ImageFolder loaders; captions text-matched", time.perf_counter() - t)
+    if config.data_root is None and "adversarial" in config.shifts:
+        eval_sets["adversarial"], facts["adversarial"] = _adversarial(config, root, log, progress, train_reference)
+        if not (root / WORLD_MARKER).is_file():
+            atomic_write_text(root / WORLD_MARKER, json.dumps({"adversarial": facts["adversarial"]}))
+    facts["text_match"] = {d: {k: v for k, v in sets[d]["match"].items() if k != "per_class_precision"}
+                           for d in sets}
+    images, labels = sets["narrow"]["images"], torch.from_numpy(sets["narrow"]["true"]).long()
+    keep = labels >= 0
+    return StudyData(class_names, world_sources(root), eval_sets, ImageTensors(images[keep], labels[keep]),
+                     world=True, facts=facts)
+
+
+def _adversarial(config, root: Path, log, progress: bool, train_reference):
+    """The world's adversarial set, filtered once per run folder against a reference model."""
+    from ...world.adversarial import filter_adversarial
+    from ...world.export import export_imagefolder
+    from .plan import reference_entry
+
+    marker = root / WORLD_MARKER
+    if marker.is_file():
+        summary = json.loads(marker.read_text())["adversarial"]
+    else:
+        t = time.perf_counter()
+        model = train_reference(reference_entry(config))
+        adversarial, summary = filter_adversarial(predictor(model), config.adversarial_size, seed=config.seed,
+                                                  size=config.image_size, progress=progress)
+        export_imagefolder(adversarial, root)
+        log.step(f"adversarial set: kept {summary['kept']} of {summary['pool_drawn']} pool images that the "
+                 "reference model gets wrong", time.perf_counter() - t)
+    return load_eval_set(root, "adversarial", progress), summary
+
+
+# --- real data -------------------------------------------------------------------------------------------------
+
+def _real(config) -> StudyData:
+    class_names = class_names_for(config.classes)
+    eval_sets = {name: open_eval_suite(name, config, class_names) for name in [config.id_dataset, *config.shifts]}
+    probe = probe_suite(config, class_names) if "language_test" in config.hypotheses else None
+    return StudyData(class_names, {d: list(config.data[d]) for d in DISTRIBUTIONS}, eval_sets, probe, world=False)
+
+
+def open_eval_suite(name: str, config, class_names: list[str]) -> EvalSuite:
+    """An ImageNet-family suite under ``eval_root`` (restricted to the study's classes when they are a
+    subset of ImageNet's), or an ImageFolder tree ``eval_root/<name>`` over the class names."""
+    from ...data import EvalImageFolder
+
+    root = Path(config.eval_root)
+    if name in IMAGENET_SUITES:
+        suite = open_suite(name, data_root=root)
+        return restrict_suite(suite, config.classes) if len(class_names) < suite.num_classes else suite
+    folder = EvalImageFolder(root / name, class_names)
+    partial = len(folder.class_indices) < len(class_names)
+    return EvalSuite(name=name, root=folder.root, samples=folder.samples,
+                     target_classes=[(i,) for i in range(len(class_names))], target_names=list(class_names),
+                     class_indices=folder.class_indices if partial else None, num_classes=len(class_names))
+
+
+def restrict_suite(suite: EvalSuite, classes_file) -> EvalSuite:
+    """`suite` restricted to the ImageNet classes (wnids) listed in `classes_file`."""
+    from ...data import imagenet
+
+    restrict = getattr(imagenet, "restrict_suite", None)
+    if restrict is None:
+        raise ValueError(f"{suite.name}: evaluating a class subset ({classes_file}) needs "
+                         "clipshift.data.imagenet.restrict_suite")
+    return restrict(suite, [w.strip() for w in Path(classes_file).read_text().split() if w.strip()])
+
+
+def probe_suite(config, class_names: list[str], seed: int = 0) -> EvalSuite:
+    """Up to ``probe_images`` labelled images of the narrow distribution's first labelled source
+    (ImageNet-Captions: its wnids; a CSV: its label column), for the H4 linear probe."""
+    from ..train import labelled_samples
+
+    samples = []
+    for source in config.data["narrow"]:
+        samples = labelled_samples(source, class_names)
+        if samples:
+            break
+    if not samples:
+        raise ValueError("language_test fits a linear probe on labelled narrow images: give data.narrow a source "
+                         "with labels (imagenet_captions, or a csv with a label column), or drop language_test")
+    keep = np.sort(np.random.default_rng(seed).permutation(len(samples))[: config.probe_images])
+    picked = [samples[i] for i in keep]
+    return EvalSuite(name="probe_train", root=Path(picked[0][0]).parent, samples=picked,
+                     target_classes=[(i,) for i in range(len(class_names))], target_names=list(class_names),
+                     class_indices=None, num_classes=len(class_names))

@@ -1,0 +1,171 @@
+"""The study's plan: every model to train, as a ``clipshift train`` run in its own folder.
+
+:func:`study_plan` lists the models (baselines, then each configuration × seed, deduplicated across
+hypotheses; a SimCLR pre-training precedes its fine-tune). :func:`train_run` turns one into the
+settings of a ``clipshift train`` run (``runs/<name>/train.yaml``): the training distributions'
+sources with this model's subset (``size``, ``subset_seed``: nested across sizes), its labels
+(the source's, or text-matched captions), objective and trainer. :func:`write_plan` writes the
+shell commands that train and evaluate every model, for a scheduler.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import asdict
+from pathlib import Path
+
+from ...train.loop import TrainConfig
+from .hypotheses import REGISTRY, clip_key, supervised_key
+
+STREAMS = {"narrow": 0, "diverse": 1}
+
+
+class PlanBuilder:
+    """Collects configurations (key → settings) as the hypotheses ask for them, deduplicated."""
+
+    def __init__(self, config):
+        self.config, self.configs = config, {}
+
+    def clip(self, fraction: float, size: int, heads=None) -> str:
+        label = {0.0: "CLIP narrow", 1.0: "CLIP diverse"}.get(fraction, f"CLIP {100 * fraction:g}% diverse")
+        key = clip_key(fraction, size)
+        kept = self.configs.get(key, {}).get("heads", ["ensemble"])
+        self.configs[key] = dict(objective="contrastive", diverse_fraction=fraction, labels="captions",
+                                 train_size=size, label=f"{label} (n={size})",
+                                 heads=list(heads) if heads is not None else kept)
+        return key
+
+    def supervised(self, distribution: str, labels: str) -> str:
+        n = self.config.train_size
+        key = supervised_key(distribution, labels, n)
+        text = "true labels" if labels == "true" else "text-matched labels"
+        self.configs[key] = dict(objective="supervised", diverse_fraction=float(distribution == "diverse"),
+                                 labels=labels, train_size=n, label=f"supervised {distribution}, {text} (n={n})",
+                                 heads=["head"])
+        return key
+
+    def simclr_finetune(self) -> str:
+        n = self.config.train_size
+        self.configs[f"simclr_pre_n{n}"] = dict(objective="simclr", diverse_fraction=1.0, labels="none", train_size=n,
+                                                label=f"SimCLR pre-training on diverse (n={n})", heads=[])
+        self.configs[f"simclr_tm_n{n}"] = dict(objective="supervised", diverse_fraction=1.0, labels="text_match",
+                                               train_size=n, label=f"SimCLR + text-matched fine-tune (n={n})",
+                                               heads=["head"], init_from=f"simclr_pre_n{n}")
+        return f"simclr_tm_n{n}"
+
+
+def trainer(config, entry: dict) -> TrainConfig:
+    """The trainer settings of a plan entry's objective."""
+    if entry["objective"] == "contrastive":
+        return config.contrastive
+    if entry["objective"] == "simclr":
+        return config.simclr
+    return config.simclr_finetune if entry.get("init_from") else config.supervised
+
+
+def baseline_entries(config) -> list[dict]:
+    plan = []
+    for i, run in enumerate(config.baselines):
+        entry = dict(name=run.name(), config="baseline", group="baseline", label="baseline", objective="supervised",
+                     diverse_fraction=float(run.distribution == "diverse"),
+                     labels="true" if run.distribution == "narrow" else config.diverse_label_source,
+                     train_size=run.train_size, epochs=run.epochs, seed=config.seed + 100 + i, heads=["head"])
+        if not run.augment or run.architecture:  # the default settings keep the metadata of earlier runs
+            entry.update(augment=run.augment, architecture=run.architecture or config.architecture)
+        plan.append(entry)
+    return plan
+
+
+def study_plan(config) -> list[dict]:
+    """Every model to train, in order, each with the metadata that goes into results.csv."""
+    builder = PlanBuilder(config)
+    for name, hypothesis in REGISTRY.items():
+        if name in config.hypotheses:
+            hypothesis.plan(builder, config)
+    plan = baseline_entries(config)
+    for seed in config.seeds:
+        for key, entry in builder.configs.items():
+            entry = dict(entry)
+            if "init_from" in entry:
+                entry["init_from"] = f"{entry['init_from']}_s{seed}"
+            plan.append(dict(name=f"{key}_s{seed}", config=key, group=entry["label"], seed=seed,
+                             epochs=trainer(config, entry).epochs, **entry))
+    return plan
+
+
+def reference_entry(config) -> dict:
+    """The supervised model the world's adversarial set is filtered against."""
+    return dict(name="reference", config="reference", group="reference", label="reference", objective="supervised",
+                diverse_fraction=0.0, labels="true", train_size=config.reference.train_size,
+                epochs=config.reference.epochs, seed=config.seed + 999, heads=["head"])
+
+
+def model_seed(entry: dict) -> int:
+    """Initialisation and data-order seed: a baseline's own; 1000·seed + 17 for a configuration."""
+    return entry["seed"] if entry["config"] in ("baseline", "reference") else 1000 * entry["seed"] + 17
+
+
+def _sources(entry: dict, distributions: dict[str, list[dict]]) -> tuple[list[dict], int | None]:
+    """The training sources of `entry`: round(f·n) images of `diverse` and the rest of `narrow`, each
+    the first images of a permutation seeded by (seed, distribution), so a smaller size is a subset of
+    a larger one. Streamed sources (webdataset) get weights and a sample count instead."""
+    n = entry["train_size"]
+    n_diverse = int(round(entry["diverse_fraction"] * n))
+    counts = {"narrow": n - n_diverse, "diverse": n_diverse}
+    out, streamed = [], False
+    for distribution, count in counts.items():
+        sources = distributions[distribution]
+        if count == 0:
+            continue
+        weights = [float(s.get("weight", 1.0)) for s in sources]
+        shares = [int(round(count * w / sum(weights))) for w in weights]
+        shares[-1] = count - sum(shares[:-1])
+        for j, (source, share) in enumerate(zip(sources, shares)):
+            if share <= 0:
+                continue
+            if source.get("type") == "webdataset":
+                out.append({**source, "weight": share})
+                streamed = True
+                continue
+            seed = [entry["seed"], STREAMS[distribution]] + ([j] if j else [])
+            out.append({**source, "size": share, "subset_seed": seed, "weight": share})
+    return out, n if streamed else None
+
+
+def train_run(config, entry: dict, runs_dir: Path, distributions: dict[str, list[dict]]) -> dict:
+    """The settings of the ``clipshift train`` run that trains `entry` (see the module doc)."""
+    base = asdict(trainer(config, entry))
+    seed = model_seed(entry)
+    train = {**base, "seed": seed, "epochs": entry["epochs"], "augment": entry.get("augment", base["augment"])}
+    train.pop("objective")
+    objective = "finetune" if entry.get("init_from") else entry["objective"]
+    sources, samples = _sources(entry, distributions)
+    run = dict(out=str(runs_dir / entry["name"]), architecture=entry.get("architecture", config.architecture),
+               objective=objective, classes=config.classes or "world",
+               labels="source" if entry["labels"] == "true" else "text_match", image_size=config.image_size,
+               samples=samples, seed=seed, sources=sources, train=train)
+    if entry.get("init_from"):
+        run["init_from"] = str(runs_dir / entry["init_from"] / "model")
+    return run
+
+
+def write_plan(path: Path, config_path: Path, run_dir: Path, waves: list[list[dict]], torchrun: int = 0) -> Path:
+    """``plan.sh``: the training commands (wave by wave: a fine-tune after its pre-training), one
+    evaluation command per model, and the final aggregation; every line a plain command."""
+    train = (f"torchrun --standalone --nproc_per_node {torchrun} -m clipshift train" if torchrun
+             else "clipshift train")
+    q = shlex.quote
+    lines = ["#!/usr/bin/env bash", "# The study as independent commands: run each block's lines in any order or in",
+             "# parallel (a Slurm array, a job queue); a block needs the previous one finished.", "set -euo pipefail"]
+    for i, wave in enumerate(waves, 1):
+        lines += ["", f"# {i}. training, wave {i} ({len(wave)} models)"]
+        lines += [f"{train} {q(str(run_dir / 'runs' / e['name'] / 'train.yaml'))} --resume" for e in wave]
+    entries = [e for wave in waves for e in wave if e["heads"]]
+    lines += ["", f"# {len(waves) + 1}. evaluation ({len(entries)} models)"]
+    lines += [f"clipshift study {q(str(config_path))} --out {q(str(run_dir))} --evaluate {q(e['name'])}"
+              for e in entries]
+    lines += ["", f"# {len(waves) + 2}. effective robustness, verdicts, figures and the report",
+              f"clipshift study {q(str(config_path))} --out {q(str(run_dir))}", ""]
+    path.write_text("\n".join(lines))
+    path.chmod(0o755)
+    return path

@@ -1,0 +1,308 @@
+"""``clipshift study``: the steps, in order.
+
+1. data (:mod:`.data`): the world generated once per run folder, or real sources and suites;
+2. plan (:mod:`.plan`): every model as a ``clipshift train`` run, ``runs/<name>/train.yaml``;
+3. training, resumable, models in parallel (the SimCLR fine-tunes after their pre-training), or
+   ``--plan``: the commands written for a scheduler instead;
+4. evaluation through the one loop (:mod:`clipshift.evaluate`): ``runs/<name>/eval.csv``;
+5. effective robustness, per-configuration summaries over seeds, verdicts (:mod:`.hypotheses`),
+   figures, probes and the report.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+from ... import __version__
+from ...evaluate import HeadSpec, build_head, encode, evaluate
+from ...evaluate.heads import resolve_templates
+from ...models.factory import atomic_write_text
+from ...models.load import file_digest, load_model
+from ...parallel import resolve_jobs, run_largest_first
+from ...robustness import compute_effective_robustness
+from ...world.captions import BARE_TEMPLATE, ZERO_SHOT_TEMPLATES
+from ..quickstart import Log, training_cost
+from ..train import load_train_config, run_training
+from .analysis import cautions, rows_of, summarize
+from .data import StudyData, prepare
+from .figures import plot_hypothesis
+from .hypotheses import REGISTRY
+from .plan import study_plan, train_run, write_plan
+
+HEAD_SUFFIX = {"ensemble": "", "bare": "_bare", "probe": "_probe", "head": ""}
+HEAD_LABELS = {"ensemble": "", "bare": " · bare class name", "probe": " · linear probe", "head": ""}
+
+
+def _check_resume(run_dir: Path, text: str) -> None:
+    path = run_dir / "config.yaml"
+    if path.is_file() and path.read_text() != text:
+        old, new = yaml.safe_load(path.read_text()) or {}, yaml.safe_load(text)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError(f"{run_dir} holds a study with another configuration (differs in {changed}); "
+                         "choose another --out or remove that folder")
+
+
+def _run_folder(run_dir: Path, name: str) -> Path:
+    return run_dir / "runs" / name
+
+
+def write_train_config(config, entry: dict, run_dir: Path, data: StudyData) -> Path:
+    """``runs/<name>/train.yaml``: the ``clipshift train`` settings of `entry` (rewritten only when changed)."""
+    path = _run_folder(run_dir, entry["name"]) / "train.yaml"
+    text = yaml.safe_dump(train_run(config, entry, run_dir / "runs", data.distributions), sort_keys=False)
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
+    return path
+
+
+def trained(folder: Path) -> bool:
+    """Whether the run in `folder` finished: its final model is there, newer than its settings."""
+    model = folder / "model" / "model.safetensors"
+    return model.is_file() and (folder / "model" / "model.json").is_file() and \
+        model.stat().st_mtime >= (folder / "train.yaml").stat().st_mtime
+
+
+def train_entry(folder: Path, progress: bool) -> bool:
+    """Train the run in `folder` unless it finished (resuming from its last checkpoint); True if trained now."""
+    if trained(folder):
+        return False
+    config = load_train_config(folder / "train.yaml")
+    run_training(config, resume=(folder / "checkpoints").is_dir(), progress=progress)
+    return True
+
+
+def heads_for(config, entry: dict, model, data: StudyData, cache_dir) -> dict:
+    """The heads `entry` is scored with, built from the registry."""
+    world_templates = config.templates in (None, "world")
+    templates = ZERO_SHOT_TEMPLATES if world_templates else resolve_templates(config.templates)
+    heads = {}
+    for head in entry["heads"]:
+        if head == "ensemble":
+            heads[head] = build_head(HeadSpec("zeroshot", templates=templates), model, class_names=data.class_names)
+        elif head == "bare":
+            heads[head] = build_head(HeadSpec("zeroshot", templates=BARE_TEMPLATE), model, class_names=data.class_names)
+        elif head == "probe":
+            feats = encode(model, data.probe_set, name="probe_train", cache_dir=cache_dir, progress=False,
+                           workers=config.workers)
+            spec = HeadSpec("probe", train=(feats.features, feats.targets), weight_decay=config.probe_weight_decay)
+            heads[head] = build_head(spec, model, class_names=data.class_names)
+        else:
+            heads[head] = build_head("linear", model)
+    return heads
+
+
+def evaluate_entry(config, entry: dict, run_dir: Path, data: StudyData) -> list[dict]:
+    """Score the trained model of `entry` with each of its heads on every evaluation set; the rows
+    are kept in ``runs/<name>/eval.csv`` and reused while the model file is unchanged."""
+    folder = _run_folder(run_dir, entry["name"])
+    stamp = {"model": file_digest(folder / "model" / "model.safetensors"), "heads": entry["heads"],
+             "sets": {k: len(v) for k, v in data.eval_sets.items()}}
+    cached = folder / "eval.json"
+    if cached.is_file() and json.loads(cached.read_text()).get("stamp") == stamp:
+        return json.loads(cached.read_text())["rows"]
+    model = load_model(str(folder / "model"))
+    cache_dir = None if data.world else run_dir / "cache"
+    heads = heads_for(config, entry, model, data, cache_dir)
+    meta = {k: v for k, v in entry.items() if k not in ("name", "heads", "init_from")}
+    rows = [dict(model=entry["name"] + HEAD_SUFFIX[s["head"]], dataset=s["dataset"], metric="top1", value=s["top1"],
+                 num_examples=s["num_examples"], **{**meta, "config": entry["config"] + HEAD_SUFFIX[s["head"]],
+                                                    "head": s["head"], "group": entry["group"] + HEAD_LABELS[s["head"]]})
+            for s in evaluate(model, data.eval_sets, heads, cache_dir=cache_dir, workers=config.workers,
+                              progress=False)]
+    atomic_write_text(cached, json.dumps({"stamp": stamp, "rows": rows}, default=float))
+    atomic_write_text(folder / "eval.csv", pd.DataFrame(rows).to_csv(index=False))
+    return rows
+
+
+def train_and_evaluate(config, entry: dict, run_dir: Path, data: StudyData, progress: bool):
+    """One plan entry, in a worker process or this one: (results rows, trained now?, seconds)."""
+    start = time.perf_counter()
+    fresh = train_entry(_run_folder(run_dir, entry["name"]), progress)
+    rows = evaluate_entry(config, entry, run_dir, data) if entry["heads"] else []
+    return rows, fresh, time.perf_counter() - start
+
+
+def _train_reference(config, run_dir: Path, data_sources, progress: bool):
+    def train_reference(entry: dict):
+        fake = StudyData([], data_sources, {}, None, world=True)
+        write_train_config(config, entry, run_dir, fake)
+        folder = _run_folder(run_dir, entry["name"])
+        train_entry(folder, progress)
+        return load_model(str(folder / "model"))
+
+    return train_reference
+
+
+def train_all(config, plan: list[dict], run_dir: Path, data: StudyData, log: Log, progress: bool) -> dict:
+    """Train (or reuse) and evaluate every entry, models in parallel; the fine-tunes wait for the first
+    wave (they start from a pre-training's checkpoint). Returns name → results rows."""
+    previous = run_dir / "facts.json"
+    seconds_of = json.loads(previous.read_text()).get("train_seconds", {}) if previous.is_file() else {}
+    done, trained_now = {}, 0
+    jobs = min(resolve_jobs(config.jobs), len(plan))
+    for wave in waves(plan):
+        tasks = [(config, entry, run_dir, data, progress and jobs == 1) for entry in wave]
+        for i, (rows, fresh, seconds) in run_largest_first(train_and_evaluate, tasks, jobs, sizes=[
+                training_cost(e) for e in wave], names=[e["name"] for e in wave]):
+            entry = wave[i]
+            done[entry["name"]], trained_now = rows, trained_now + fresh
+            if fresh:
+                seconds_of[entry["name"]] = round(seconds, 1)
+            note = f": {config.id_dataset} {100 * rows[0]['value']:.1f}%" if rows else ""
+            log.step(f"[{len(done)}/{len(plan)}] {'trained' if fresh else 'reused'} and evaluated "
+                     f"{entry['name']}{note}", seconds)
+    return dict(rows=done, trained=trained_now, train_seconds=seconds_of)
+
+
+def waves(plan: list[dict]) -> list[list[dict]]:
+    return [w for w in ([e for e in plan if not e.get("init_from")], [e for e in plan if e.get("init_from")]) if w]
+
+
+def analyse(config, results: pd.DataFrame, run_dir: Path, data: StudyData) -> tuple:
+    """ER against the baseline, the per-configuration summary, and one section per hypothesis."""
+    shifts = [d for d in data.eval_sets if d != config.id_dataset]
+    baseline_models = sorted(results.loc[results["config"] == "baseline", "model"].unique())
+    er, fits = compute_effective_robustness(results, config.id_dataset, shifts, baseline_models=baseline_models,
+                                            n_bootstrap=config.bootstrap, seed=config.seed)
+    atomic_write_text(run_dir / "er.csv", er.to_csv(index=False))
+    atomic_write_text(run_dir / "fits.csv", fits.to_csv(index=False))
+    summary = summarize(er)
+    atomic_write_text(run_dir / "summary.csv", summary.to_csv(index=False))
+    sections = []
+    for name in config.hypotheses:
+        hypothesis = REGISTRY[name]
+        rows = rows_of(summary, hypothesis.keys(config))
+        line, details = hypothesis.verdict(rows, lambda keys: rows_of(summary, keys))
+        details = details + cautions(rows, len(data.class_names))
+        figure = plot_hypothesis(hypothesis, rows, er, fits, run_dir / "figures" / f"study_{name}.png",
+                                 config.id_dataset)
+        sections.append(dict(hypothesis=name, rows=rows, verdict=line, details=details, figure=figure))
+    atomic_write_text(run_dir / "verdicts.json", json.dumps(
+        [{"hypothesis": s["hypothesis"], "verdict": s["verdict"], "details": s["details"]} for s in sections],
+        indent=2))
+    return er, fits, summary, sections
+
+
+def setup(config, out, log: Log, progress: bool) -> tuple[Path, StudyData, list[dict]]:
+    """Steps 1–2: the run folder, the data, the plan and every run's train.yaml."""
+    config.validate()
+    run_dir = Path(out).absolute()
+    text = yaml.safe_dump(asdict(config), sort_keys=False)
+    _check_resume(run_dir, text)
+    (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", text)
+    torch.manual_seed(config.seed)
+    sources = None
+    if config.data is None:
+        from .data import world_sources
+        sources = world_sources(Path(config.data_root) if config.data_root else run_dir / "world")
+    data = prepare(config, run_dir, log, progress, _train_reference(config, run_dir, sources, progress))
+    plan = study_plan(config)
+    for entry in plan:
+        write_train_config(config, entry, run_dir, data)
+    _check_sources(plan, run_dir)
+    return run_dir, data, plan
+
+
+def _check_sources(plan: list[dict], run_dir: Path) -> None:
+    """Every run's data are there and readable before any training starts (a clear error naming the file)."""
+    from .. import train as train_recipe
+
+    check = getattr(train_recipe, "check_sources", None)
+    if check is None:
+        return
+    seen = set()
+    for entry in plan:
+        config = load_train_config(_run_folder(run_dir, entry["name"]) / "train.yaml")
+        key = json.dumps([config.classes, [{k: v for k, v in s.items() if k not in ("size", "subset_seed", "weight")}
+                                           for s in config.sources]], sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            check(config)
+
+
+def run_study(config, out, *, progress: bool = True, quiet: bool = False, plan_only: bool = False,
+              torchrun: int = 0, evaluate_only: str | None = None) -> Path:
+    """Run (or resume) the study into the folder `out`; return the path of its report.md (with
+    `plan_only`: of plan.sh; with `evaluate_only`: of that model's eval.csv)."""
+    log = Log(quiet)
+    run_dir, data, plan = setup(config, out, log, progress)
+    if plan_only:
+        path = write_plan(run_dir / "plan.sh", run_dir / "config.yaml", run_dir, waves(plan), torchrun)
+        if not quiet:
+            print(f"plan: {path} ({len(plan)} training runs)")
+        return path
+    if evaluate_only is not None:
+        return _evaluate_one(config, plan, run_dir, data, evaluate_only, quiet)
+    outcome = train_all(config, plan, run_dir, data, log, progress)
+    results = pd.DataFrame([row for entry in plan for row in outcome["rows"][entry["name"]]])
+    atomic_write_text(run_dir / "results.csv", results.to_csv(index=False))
+    t = time.perf_counter()
+    er, fits, summary, sections = analyse(config, results, run_dir, data)
+    log.step("effective robustness fitted; verdicts and figures written", time.perf_counter() - t)
+    probe_md = _probe(config, plan, run_dir, log, progress)
+    facts = dict(data.facts, models=len(plan), models_trained_this_run=outcome["trained"], timings=log.timings,
+                 seeds=config.seeds, seconds_total=round(time.perf_counter() - log.start, 1),
+                 versions={"clipshift": __version__, "torch": torch.__version__, "python": platform.python_version()},
+                 train_seconds={e["name"]: outcome["train_seconds"][e["name"]] for e in plan
+                                if e["name"] in outcome["train_seconds"]})
+    if not data.world:
+        facts["text_match"] = _text_match_facts(plan, run_dir)
+    atomic_write_text(run_dir / "facts.json", json.dumps(facts, indent=2, default=float))
+    from .report import write_study_report
+
+    report = write_study_report(run_dir, config, summary, fits, sections, facts, probe_md)
+    if not quiet:
+        print(f"report: {report}")
+    return report
+
+
+def _evaluate_one(config, plan, run_dir: Path, data: StudyData, name: str, quiet: bool) -> Path:
+    entry = next((e for e in plan if e["name"] == name), None)
+    if entry is None:
+        raise ValueError(f"--evaluate {name!r}: no such model in the plan; models: {[e['name'] for e in plan][:8]} ...")
+    if not trained(_run_folder(run_dir, name)):
+        raise ValueError(f"--evaluate {name}: the model is not trained yet; run its line of plan.sh "
+                         f"(clipshift train {_run_folder(run_dir, name) / 'train.yaml'}) first")
+    evaluate_entry(config, entry, run_dir, data)
+    path = _run_folder(run_dir, name) / "eval.csv"
+    if not quiet:
+        print(f"results: {path}")
+    return path
+
+
+def _text_match_facts(plan: list[dict], run_dir: Path) -> dict:
+    """Text-match rate (and precision, where the source has labels) of the text-matched runs, per distribution."""
+    out = {}
+    for entry in plan:
+        summary = yaml.safe_load((_run_folder(run_dir, entry["name"]) / "config.yaml").read_text()).get("data", {}) \
+            if (_run_folder(run_dir, entry["name"]) / "config.yaml").is_file() else {}
+        if "text_match_rate" in summary:
+            key = "diverse" if entry["diverse_fraction"] == 1 else "narrow" if entry["diverse_fraction"] == 0 else None
+            if key and key not in out:
+                out[key] = {"match_rate": summary["text_match_rate"],
+                            **({"precision": summary["text_match_precision"]}
+                               if summary.get("text_match_precision") is not None else {})}
+    return out
+
+
+def _probe(config, plan, run_dir: Path, log: Log, progress: bool) -> str:
+    if not (config.probes and config.embedded):
+        return ""
+    from ...probe import probe_section
+
+    t = time.perf_counter()
+    models = {e["name"]: _run_folder(run_dir, e["name"]) / "model" for e in plan if e["objective"] != "simclr"
+              and (e["config"] == "baseline" or e["seed"] == config.seeds[0])}
+    markdown = probe_section(run_dir, models=models, progress=progress)
+    log.step("representations probed on the first seed's models", time.perf_counter() - t)
+    return markdown
