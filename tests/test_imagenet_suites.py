@@ -7,7 +7,6 @@ import math
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -18,33 +17,16 @@ from clipshift.data._images import ImageDecodeError
 from clipshift.data.imagenet import (DEFAULT_FOLDERS, IMAGENET_SUITES, EvalSuite, SuiteDataset,
                                      imagenet_label_strings, imagenet_wnids, open_suite, score,
                                      suite_collate)
+from miniature_real import OBJECTNET_MAPPINGS
+from miniature_real import noise_image as _image
+from miniature_real import noise_tree as _tree
+from miniature_real import write_objectnet_tree as _objectnet
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-OBJECTNET_MAPPINGS = SHARED_DATA / "objectnet"
 TIMM_INFO = Path(__import__("timm.data", fromlist=["x"]).__file__).parent / "_info"
 
 # Real wnids at known positions of the sorted 1000 (tench 0, goldfish 1, ..., toilet tissue 999).
 TENCH, GOLDFISH, GREAT_WHITE = "n01440764", "n01443537", "n01484850"
 ANALOG_CLOCK, DIGITAL_CLOCK, TOILET_TISSUE = "n02708093", "n03196217", "n15075141"
-
-
-def _image(path: Path, size: tuple[int, int] = (8, 8), seed: int = 0, fmt: str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path, format=fmt or ("JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else None))
-    return path
-
-
-def _tree(root: Path, folders: list[str], ext: str, per_class: int = 2) -> Path:
-    for k, folder in enumerate(folders):
-        for j in range(per_class):
-            _image(root / folder / f"img_{j}{ext}", seed=10 * k + j)
-    return root
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data))
 
 
 def _suite(target_classes, class_indices, name="test") -> EvalSuite:
@@ -154,15 +136,6 @@ def test_v2_bad_folders(tmp_path):
 
 
 # ---- ObjectNet ----------------------------------------------------------------------------------
-
-def _objectnet(root: Path, folder_map: dict, imagenet_map: dict, folders: list[str],
-               size: tuple[int, int] = (10, 8)) -> Path:
-    _write_json(root / "mappings" / "folder_to_objectnet_label.json", folder_map)
-    _write_json(root / "mappings" / "objectnet_to_imagenet_1k.json", imagenet_map)
-    for k, folder in enumerate(folders):
-        _image(root / "images" / folder / "a.png", size=size, seed=k)
-    return root
-
 
 TINY_FOLDERS = {"alarm_clock": "Alarm clock", "banana": "Banana", "toilet_tissue": "Toilet paper",
                 "wheelbarrow_x": "Wheelbarrow X", "unmapped_thing": "Unmapped thing"}

@@ -59,14 +59,15 @@ def _parse_labels(path: Path, column: pd.Series) -> list:
 
 
 def read_caption_table(path, *, sep: str | None = None, filepath_column: str = "filepath",
-                       caption_column: str = "caption", label_column: str = "label") -> pd.DataFrame:
+                       caption_column: str | Sequence[str] = "caption", label_column: str = "label") -> pd.DataFrame:
     """Read a caption table into columns ``filepath`` (absolute), ``caption`` and, if the table
     has `label_column`, ``label`` (ints when every label is an integer, else strings).
 
     Relative paths are resolved against the table's folder; ``sep=None`` means tab for ``.tsv``
     files and for tables whose header line contains a tab (open_clip's convention), comma
-    otherwise. Every image file must exist (the error gives the count and the first few rows);
-    captions must not be blank."""
+    otherwise. `caption_column` may list candidates (``("caption", "title")``): the first the
+    table has is read. Every image file must exist (the error gives the count and the first few
+    rows); captions must not be blank."""
     path = Path(path).expanduser().absolute()
     if not path.is_file():
         raise FileNotFoundError(f"caption table not found: {path}")
@@ -75,6 +76,9 @@ def read_caption_table(path, *, sep: str | None = None, filepath_column: str = "
             header = f.readline()
         sep = "\t" if path.suffix.lower() == ".tsv" or "\t" in header else ","
     table = _read_table(path, sep)
+    if not isinstance(caption_column, str):
+        candidates = list(caption_column)
+        caption_column = next((c for c in candidates if c in table.columns), " or ".join(candidates))
     _require_columns(path, table, [filepath_column, caption_column], sep)
     if table.empty:
         raise ValueError(f"{path}: the caption table has a header but no rows")

@@ -22,7 +22,8 @@ Layouts, folder under a data root (:data:`DEFAULT_FOLDERS`) → what is read:
 Targets index the class folders present (``target_names``), sorted by ImageNet class index
 (ObjectNet: by folder name), so on a complete 1000-class set the target is the class index.
 Images are found by extension (any case, recursively, hidden entries skipped); nothing is
-decoded when a suite is opened.
+decoded when a suite is opened. ``open_suite(..., classes=WNID_FILE)`` scores a suite in a class
+subset's label space instead (:mod:`.imagenet_classes`).
 """
 
 from __future__ import annotations
@@ -298,11 +299,13 @@ def _objectnet_suite(root: Path) -> EvalSuite:
                      crop_border=OBJECTNET_BORDER)
 
 
-def open_suite(name: str, root=None, *, data_root=None) -> EvalSuite:
+def open_suite(name: str, root=None, *, data_root=None, classes=None) -> EvalSuite:
     """Open the suite `name` (one of :data:`IMAGENET_SUITES`) without decoding any image.
 
     `root` is the dataset's own folder (e.g. ``.../imagenet-r``); without it the folder is
-    ``data_root / DEFAULT_FOLDERS[name]``."""
+    ``data_root / DEFAULT_FOLDERS[name]``. `classes`: a class subset (a wnid file or a list of
+    wnids) whose label space the suite is scored in
+    (:func:`~clipshift.data.imagenet_classes.restrict_suite`); None: all 1000 classes."""
     if name not in DEFAULT_FOLDERS:
         raise ValueError(f"unknown ImageNet suite {name!r}; known suites: {list(IMAGENET_SUITES)}")
     if root is None:
@@ -317,10 +320,16 @@ def open_suite(name: str, root=None, *, data_root=None) -> EvalSuite:
     if not root.is_dir():
         raise FileNotFoundError(f"{name} not found: {root} is not a folder (expected {_LAYOUTS[name]})")
     if name == "objectnet":
-        return _objectnet_suite(root)
-    if name in _V2_SUITES:
-        return _v2_suite(name, root)
-    return _wnid_suite(name, root)
+        suite = _objectnet_suite(root)
+    elif name in _V2_SUITES:
+        suite = _v2_suite(name, root)
+    else:
+        suite = _wnid_suite(name, root)
+    if classes is None:
+        return suite
+    from .imagenet_classes import restrict_suite
+
+    return restrict_suite(suite, classes)
 
 
 # ---- loading --------------------------------------------------------------------------------------

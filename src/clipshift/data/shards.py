@@ -243,3 +243,25 @@ def write_shards(images, captions: Sequence[str], folder, *, labels=None, per_sh
                     archive.addfile(info, io.BytesIO(payload))
         tmp.replace(path)
     return str(folder / f"{prefix}{{00000..{count - 1:05d}}}.tar")
+
+
+def check_shards(pattern: str, *, need_caption: bool = True, need_label: bool = False) -> list[str]:
+    """The shards of `pattern`, checked before training: every shard exists, and the first sample of
+    the first shard has an image (and a ``.txt`` caption / ``.cls`` label when needed). ValueError or
+    FileNotFoundError naming the shard and what was expected."""
+    import tarfile
+
+    paths = expand_shards(pattern)
+    try:
+        sample = next(_raw_samples(paths[:1]), None)
+    except (tarfile.TarError, OSError) as error:
+        raise ValueError(f"{paths[0]}: not a readable tar archive ({error}); expected webdataset shards") from None
+    if sample is None:
+        raise ValueError(f"{paths[0]}: holds no samples (expected files KEY.jpg/.png/.webp and KEY.txt)")
+    members = sorted(k for k in sample if not k.startswith("__"))
+    expected = [("image", IMAGE_KEYS, True), ("caption", ("txt",), need_caption), ("label", ("cls",), need_label)]
+    for what, keys, needed in expected:
+        if needed and not any(k in sample for k in keys):
+            raise ValueError(f"{paths[0]}: sample {sample['__key__']!r} has no {what} (members {members}; expected "
+                             f"{' or '.join('KEY.' + k for k in keys)})")
+    return paths

@@ -42,7 +42,7 @@ def _pattern(terms: Iterable[str]) -> re.Pattern:
     return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)", re.IGNORECASE)
 
 
-def _check_names(class_names: Sequence[str]) -> list[str]:
+def _check_names(class_names: Sequence[str], allow_duplicates: bool = False) -> list[str]:
     """`class_names` as a list, or ValueError for an empty list, a non-string or a duplicate."""
     if isinstance(class_names, str) or not class_names:
         raise ValueError(f"class_names must be a non-empty list of strings, got {class_names!r}")
@@ -50,47 +50,83 @@ def _check_names(class_names: Sequence[str]) -> list[str]:
     for i, name in enumerate(class_names):
         if not isinstance(name, str) or not _words(name):
             raise ValueError(f"class_names[{i}] must be a non-blank string, got {name!r}")
-        if name in seen:
+        if name in seen and not allow_duplicates:
             raise ValueError(f"duplicate class name {name!r} (class_names[{i}])")
         seen.add(name)
     return list(class_names)
 
 
-def _check_synonyms(synonyms: dict | None, class_names: list[str]) -> dict[str, list[str]]:
-    """`synonyms` validated: known classes only, each a list of non-blank strings."""
+def _check_terms(name: str, terms) -> list[str]:
+    if isinstance(terms, str) or not isinstance(terms, (list, tuple)):
+        raise ValueError(f"synonyms of {name!r} must be a list of strings, got {terms!r}")
+    for term in terms:
+        if not isinstance(term, str) or not _words(term):
+            raise ValueError(f"synonym of {name!r} must be a non-blank string, got {term!r}")
+    return list(terms)
+
+
+def _check_synonyms(synonyms, class_names: list[str]) -> list[list[str]]:
+    """`synonyms` validated, as one list per class: a dict (class name -> synonyms; known classes
+    only) or a sequence with one list per class, in class order."""
     if synonyms is None:
-        return {}
+        return [[] for _ in class_names]
+    if isinstance(synonyms, (list, tuple)):
+        if len(synonyms) != len(class_names):
+            raise ValueError(f"synonyms as a list must hold one list per class: got {len(synonyms)} lists "
+                             f"for {len(class_names)} classes")
+        return [_check_terms(name, terms) for name, terms in zip(class_names, synonyms)]
     if not isinstance(synonyms, dict):
         raise ValueError(f"synonyms must be a dict of class name -> list of synonyms, got {type(synonyms).__name__}")
     unknown = sorted(set(synonyms) - set(class_names), key=str)
     if unknown:
         raise ValueError(f"synonyms given for unknown class(es) {unknown[:10]}; "
                          f"known classes include {class_names[:5]}")
-    for name, terms in synonyms.items():
-        if isinstance(terms, str) or not isinstance(terms, (list, tuple)):
-            raise ValueError(f"synonyms of {name!r} must be a list of strings, got {terms!r}")
-        for term in terms:
-            if not isinstance(term, str) or not _words(term):
-                raise ValueError(f"synonym of {name!r} must be a non-blank string, got {term!r}")
-    return {name: list(terms) for name, terms in synonyms.items()}
+    checked = {name: _check_terms(name, terms) for name, terms in synonyms.items()}
+    return [checked.get(name, []) for name in class_names]
+
+
+def _first_token(term: str) -> str | None:
+    """The leading ASCII letters/digits of a term's first word (lower case), or None when the term
+    does not start with one (then the class is always a candidate)."""
+    first = _words(term)[0]
+    found = re.match(r"[a-z0-9]+", first)
+    return found.group(0) if found and first.isascii() else None
 
 
 class TextMatcher:
-    """Match captions to classes by their names and synonyms (see the module docstring)."""
+    """Match captions to classes by their names and synonyms (see the module docstring).
 
-    def __init__(self, class_names: Sequence[str], synonyms: dict[str, list[str]] | None = None):
-        self.class_names = _check_names(class_names)
-        synonyms = _check_synonyms(synonyms, self.class_names)
+    `synonyms`: a dict class name -> list of synonyms, or one list per class (in class order).
+    `shared_terms`: ``"error"`` (a term, or a class name, claimed by two classes is a ValueError)
+    or ``"ambiguous"`` (it stays with every class claiming it, so a caption using it names several
+    classes and is dropped; duplicate class names are allowed, as in open_clip's ImageNet names)."""
+
+    def __init__(self, class_names: Sequence[str], synonyms=None, *, shared_terms: str = "error"):
+        if shared_terms not in ("error", "ambiguous"):
+            raise ValueError(f"shared_terms must be 'error' or 'ambiguous', got {shared_terms!r}")
+        self.class_names = _check_names(class_names, allow_duplicates=shared_terms == "ambiguous")
+        per_class = _check_synonyms(synonyms, self.class_names)
         owner: dict[str, str] = {}
         self.terms: list[list[str]] = []
-        for name in self.class_names:
-            terms = [name] + synonyms.get(name, [])
+        for name, extra in zip(self.class_names, per_class):
+            terms = [name] + extra
             for term in terms:
                 key = " ".join(_words(term))
-                if owner.setdefault(key, name) != name:
+                if owner.setdefault(key, name) != name and shared_terms == "error":
                     raise ValueError(f"term {term!r} is claimed by both {owner[key]!r} and {name!r}")
             self.terms.append(terms)
         self._patterns = [_pattern(t) for t in self.terms]
+        # Prefilter (exact): a term can only occur in an ASCII caption whose letter/digit runs include
+        # the leading run of the term's first word; only those classes' regexes are run.
+        self._by_token: dict[str, set[int]] = {}
+        self._always: set[int] = set()
+        for i, terms in enumerate(self.terms):
+            for term in terms:
+                token = _first_token(term)
+                if token is None:
+                    self._always.add(i)
+                else:
+                    self._by_token.setdefault(token, set()).add(i)
 
     def __repr__(self) -> str:
         return f"TextMatcher({len(self.class_names)} classes, {sum(map(len, self.terms))} terms)"
@@ -99,7 +135,13 @@ class TextMatcher:
         """Indices of every class whose name or a synonym occurs in `caption`."""
         if not isinstance(caption, str):
             raise TypeError(f"caption must be a string, got {type(caption).__name__}: {caption!r}")
-        return [i for i, p in enumerate(self._patterns) if p.search(caption)]
+        if caption.isascii():
+            candidates = set(self._always)
+            for token in set(re.findall(r"[a-z0-9]+", caption.lower())):
+                candidates |= self._by_token.get(token, set())
+        else:
+            candidates = range(len(self._patterns))
+        return [i for i in sorted(candidates) if self._patterns[i].search(caption)]
 
     def match(self, caption: str) -> int | None:
         """The index of the one class named in `caption`, or None (no class, or several)."""
@@ -117,19 +159,20 @@ class TextMatcher:
         return np.asarray(out, dtype=np.int64)
 
     @classmethod
-    def from_file(cls, path: str | Path, class_names: Sequence[str] | None = None) -> "TextMatcher":
+    def from_file(cls, path: str | Path, class_names: Sequence[str] | None = None, *,
+                  shared_terms: str = "error") -> "TextMatcher":
         """A matcher from a synonyms file (YAML, JSON or ``name: syn1, syn2`` lines).
 
         Without `class_names` the classes are the file's, in file order. With them, the file
         may give synonyms for some of the classes, but must not name any other class."""
         mapping = read_synonyms(path)
         if class_names is None:
-            return cls(list(mapping), mapping)
+            return cls(list(mapping), mapping, shared_terms=shared_terms)
         known = set(class_names)
         unknown = [k for k in mapping if k not in known]
         if unknown:
             raise ValueError(f"{path}: synonyms for class(es) not in class_names: {unknown[:10]}")
-        return cls(class_names, mapping)
+        return cls(class_names, mapping, shared_terms=shared_terms)
 
 
 def read_synonyms(path: str | Path) -> dict[str, list[str]]:

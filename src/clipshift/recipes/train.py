@@ -6,21 +6,48 @@ A configuration (YAML; every key optional)::
     architecture: clipshift-small        # an open_clip config; the same image tower for every objective
     objective: contrastive               # contrastive | supervised | simclr | finetune
     init_from: null                      # checkpoint folder whose image tower starts this run (finetune after simclr)
-    classes: world                       # world | imagenet | a text file with one class name per line
+    classes: world                       # world | imagenet | a text file of class names | a text file of
+                                         # ImageNet wnids (a class subset, e.g. ImageNet-100)
     labels: text_match                   # text_match (from captions) | source (the sources' own labels)
-    synonyms: null                       # synonyms file for text matching
+    synonyms: null                       # synonyms file for text matching (default: the world's synonyms;
+                                         # for imagenet or a wnid file, the WordNet lemmas of each class)
     image_size: 32
     samples: null                        # images per epoch drawn from the mixture (default: all of them;
                                          # required for webdataset sources, which are streamed)
+    in_memory: auto                      # auto | true | false: decode file-backed images once into memory,
+                                         # or per batch (auto: in memory up to 20000 images)
     seed: 0
     sources:                             # weighted mixture; weights are renormalised
       - {type: world, distribution: narrow, size: 4000, weight: 0.7}
-      - {type: world, distribution: diverse, size: 4000, weight: 0.3}
-      - {type: csv, path: data/train.tsv, filepath_column: filepath, caption_column: title, label_column: null}
+      - {type: world, distribution: diverse, pool: 8000, size: 2000, subset_seed: [0, 1], weight: 0.3}
+      - {type: csv, path: data/train.tsv, filepath_column: filepath, caption_column: title, label_column: null,
+         size: 10000, subset_seed: 0}
       - {type: imagenet_captions, json: imagenet_captions.json, root: /data/imagenet/train,
          fields: [title, description, tags]}
       - {type: webdataset, urls: "shards/{00000..00127}.tar", weight: 1, buffer: 1000}   # streamed
     train: {epochs: 10, batch_size: 256, lr: 0.002, checkpoint_every: 200, ...}   # TrainConfig
+
+Sources: ``csv`` (a table of ``filepath`` and caption, optionally a label column of class indices,
+class names or wnids), ``imagenet_captions`` (the JSON list joined to ``root/<wnid>/<filename>``;
+labels from the wnid when classes are ImageNet's), ``world`` (generated), ``webdataset`` (streamed).
+
+Subsets of a source (``csv``, ``imagenet_captions``, ``world``):
+
+- ``size: N`` keeps N samples; ``subset_seed`` (an int or a list of ints, default 0) chooses them:
+  the kept rows are ``np.sort(np.random.default_rng(subset_seed).permutation(L)[:N])``, L the
+  source's samples after the class filter, so a smaller size with the same ``subset_seed`` is a
+  subset of a larger one (nested training sets). Without ``size`` every sample is kept.
+- ``world``: ``pool`` images are generated (default: ``size``) and, when ``pool`` is given, ``size``
+  of them kept as above; without ``pool``, ``size`` is the number generated and all are kept.
+- Class filter: with ``classes`` a wnid file, a source keeps the samples of those classes only:
+  by their label where the source has one (ImageNet-Captions' wnid, a csv label column of wnids),
+  else by text matching (a caption naming exactly one of the classes). A ``world`` source with
+  ``classes`` a file of world class names keeps those classes.
+
+Before anything is loaded, :func:`check_sources` checks every source (files, columns, JSON keys,
+shards, the class and synonyms files, wnids) and names the file and what was expected. The run's
+``config.yaml`` ends with a ``data:`` summary: images per source, rows read and kept per source,
+``text_match_rate`` and, where sources carry true labels, ``text_match_precision``.
 
 Overrides use dotted keys: ``train.epochs=3 objective=supervised``. The run folder gets
 ``config.yaml``, ``metrics.jsonl``, ``checkpoints/step-*`` (resumable with ``--resume``) and the
@@ -29,7 +56,6 @@ final ``model/`` (safetensors + JSON, loadable by ``clipshift eval --model RUN/m
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -37,20 +63,44 @@ import numpy as np
 import torch
 import yaml
 
-from ..data import TextMatcher, load_images, read_caption_table
-from ..data.csv_source import label_index
+from ..data import TextMatcher
+from ..data.lazy import DECODE_THREADS, LazyImages
+from ..data.sources import (ClassSpace, class_space, csv_rows, imagenet_captions_rows, read_imagenet_captions,
+                            subset_indices, world_rows)
 from ..models.factory import ModelSpec, atomic_write_text, build_model, get_tokenizer, save_checkpoint
 from ..train.loop import TrainConfig, TrainData, train
 from .config import read_settings
 
-DECODE_THREADS = 4  # PIL decodes with the GIL released: threads overlap the file reads and decodes
+__all__ = ["IN_MEMORY_MAX_IMAGES", "TrainRunConfig", "build_training_data", "check_sources", "class_names_for",
+           "load_train_config", "read_imagenet_captions", "run_training"]
+
+IN_MEMORY_MAX_IMAGES = 20000  # in_memory: auto decodes file-backed images once up to this many, else per batch
 OBJECTIVE_KIND = {"contrastive": "clip", "supervised": "classifier", "finetune": "classifier", "simclr": "simclr"}
+SUBSET_KEYS = {"size", "subset_seed"}
 SOURCE_KEYS = {
-    "world": {"distribution", "size", "seed", "weight", "type"},
-    "csv": {"path", "sep", "filepath_column", "caption_column", "label_column", "weight", "type"},
-    "imagenet_captions": {"json", "root", "fields", "weight", "type", "limit"},
+    "world": {"distribution", "size", "pool", "subset_seed", "seed", "weight", "type"},
+    "csv": {"path", "sep", "filepath_column", "caption_column", "label_column", "weight", "type"} | SUBSET_KEYS,
+    "imagenet_captions": {"json", "root", "fields", "weight", "type", "limit"} | SUBSET_KEYS,
     "webdataset": {"urls", "weight", "type", "buffer"},
 }
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _check_subset_keys(i: int, source: dict) -> None:
+    """ValueError naming the source when ``size``, ``pool`` or ``subset_seed`` are malformed."""
+    where = f"sources[{i}] ({source['type']})"
+    for key in ("size", "pool", "limit"):
+        if key in source and not _is_count(source[key]):
+            raise ValueError(f"{where}: {key} must be a positive integer, got {source[key]!r}")
+    seed = source.get("subset_seed", 0)
+    seeds = seed if isinstance(seed, list) else [seed]
+    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ValueError(f"{where}: subset_seed must be a non-negative int or a list of them, got {seed!r}")
+    if "pool" in source and "size" in source and source["size"] > source["pool"]:
+        raise ValueError(f"{where}: size {source['size']} exceeds pool {source['pool']} (the images generated)")
 
 
 @dataclass
@@ -64,6 +114,7 @@ class TrainRunConfig:
     synonyms: str | None = None
     image_size: int = 32
     samples: int | None = None
+    in_memory: str | bool = "auto"
     seed: int = 0
     sources: list = field(default_factory=lambda: [{"type": "world", "distribution": "narrow", "size": 4000}])
     train: TrainConfig = field(default_factory=lambda: TrainConfig(objective="contrastive", epochs=10,
@@ -74,10 +125,12 @@ class TrainRunConfig:
             raise ValueError(f"objective: unknown {self.objective!r}; known: {sorted(OBJECTIVE_KIND)}")
         if self.labels not in ("text_match", "source"):
             raise ValueError(f"labels: expected 'text_match' or 'source', got {self.labels!r}")
+        if self.in_memory not in ("auto", True, False):
+            raise ValueError(f"in_memory: expected auto, true or false, got {self.in_memory!r}")
         if not self.sources:
             raise ValueError("sources: need at least one data source")
         for i, source in enumerate(self.sources):
-            kind = source.get("type")
+            kind = source.get("type") if isinstance(source, dict) else None
             if kind not in SOURCE_KEYS:
                 raise ValueError(f"sources[{i}]: unknown type {kind!r}; known: {sorted(SOURCE_KEYS)}")
             unknown = sorted(set(source) - SOURCE_KEYS[kind])
@@ -85,6 +138,7 @@ class TrainRunConfig:
                 raise ValueError(f"sources[{i}] ({kind}): unknown keys {unknown}; known: {sorted(SOURCE_KEYS[kind])}")
             if float(source.get("weight", 1.0)) <= 0:
                 raise ValueError(f"sources[{i}]: weight must be positive, got {source['weight']!r}")
+            _check_subset_keys(i, source)
         streamed = [s.get("type") == "webdataset" for s in self.sources]
         if any(streamed) and not all(streamed):
             raise ValueError("sources: webdataset sources are streamed and cannot be mixed with in-memory ones "
@@ -119,164 +173,159 @@ def load_train_config(path=None, overrides: dict | None = None) -> TrainRunConfi
 # --- sources ---------------------------------------------------------------------------------------------------
 
 def class_names_for(spec: str) -> list[str]:
-    if spec == "world":
-        from ..world.shapes import CLASS_NAMES
-
-        return list(CLASS_NAMES)
-    if spec == "imagenet":
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-        return list(IMAGENET_CLASSNAMES)
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"classes: not 'world' or 'imagenet', and no file {path}")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if len(set(names)) != len(names):
-        raise ValueError(f"{path}: class names must be unique")
-    return names
+    """The class names of a ``classes`` setting: the world's, open_clip's 1000 ImageNet names, the
+    ImageNet names of a wnid file's classes (in file order), or a file's class names."""
+    return class_space(spec).names
 
 
-def _world_source(source: dict, image_size: int, seed: int, progress: bool) -> dict:
-    from ..world.distributions import get_distribution
-    from ..world.generate import generate_split
+def _matcher(config: TrainRunConfig, class_names: list[str]) -> TextMatcher:
+    """Text matching over the run's classes: a synonyms file, the world's synonyms, or for ImageNet
+    classes each class's WordNet lemmas (a term shared by two classes names both: dropped)."""
+    from ..data.imagenet_classes import imagenet_lemmas
 
-    split = generate_split(get_distribution(source.get("distribution", "narrow")), int(source.get("size", 4000)),
-                           split="train", seed=int(source.get("seed", seed)), size=image_size, progress=progress)
-    images = torch.from_numpy(split.images).permute(0, 3, 1, 2).contiguous()
-    return {"images": images, "captions": list(split.captions), "labels": torch.from_numpy(np.array(split.labels)).long()}
+    space = class_space(config.classes)
+    shared = "ambiguous" if space.wnids is not None else "error"
+    if config.synonyms:
+        return TextMatcher.from_file(config.synonyms, class_names, shared_terms=shared)
+    if config.classes == "world":
+        from ..world.shapes import SYNONYMS
+
+        return TextMatcher(class_names, SYNONYMS)
+    if space.wnids is not None:
+        return TextMatcher(class_names, imagenet_lemmas(space.wnids), shared_terms="ambiguous")
+    return TextMatcher(class_names)
 
 
-def _labels_from(values, class_names: list[str], where: str) -> torch.Tensor:
-    """Class indices of a table's labels (ints or class names); every row must name a class."""
+@dataclass
+class _Rows:
+    """One source's samples: images (in memory, or files decoded per batch), captions, true labels."""
+
+    images: torch.Tensor | LazyImages
+    captions: list[str]
+    labels: np.ndarray | None
+
+    def select(self, index: np.ndarray) -> "_Rows":
+        images = self.images.take(index) if isinstance(self.images, LazyImages) \
+            else self.images[torch.from_numpy(index)]
+        return _Rows(images, [self.captions[i] for i in index], None if self.labels is None else self.labels[index])
+
+
+def _read_files(source: dict, space: ClassSpace, image_size: int) -> _Rows:
+    """The rows of a file-backed source (csv, imagenet_captions); no image is decoded."""
+    reader = csv_rows if source["type"] == "csv" else imagenet_captions_rows
+    paths, captions, labels = reader(source, space)
+    return _Rows(LazyImages(paths, image_size, num_workers=DECODE_THREADS), captions, labels)
+
+
+def _load_source(i: int, source: dict, config: TrainRunConfig, space: ClassSpace, read: _Rows | None,
+                 progress: bool) -> tuple[_Rows, dict]:
+    """One source after its class filter and ``size``/``subset_seed`` subset, and its counts."""
+    kind = source["type"]
+    if kind == "world":
+        rows = _Rows(*world_rows(source, space, config.image_size, config.seed, progress))
+    else:
+        rows = read if read is not None else _read_files(source, space, config.image_size)
+    counts = {"type": kind, "rows": len(rows.captions)}
+    if rows.labels is not None and (rows.labels < 0).any():
+        rows = rows.select(np.flatnonzero(rows.labels >= 0))
+    elif rows.labels is None and space.subset:
+        rows = rows.select(np.flatnonzero(_matcher(config, space.names).match_many(rows.captions) >= 0))
+    counts["after_class_filter"] = len(rows.captions)
+    size = source.get("size") if kind != "world" or "pool" in source else None
+    where = f"sources[{i}] ({kind})" + (" after the class filter" if space.subset else "")
+    rows = rows.select(subset_indices(len(rows.captions), size, source.get("subset_seed", 0), where))
+    counts["kept"] = len(rows.captions)
+    if not counts["kept"]:
+        raise ValueError(f"sources[{i}] ({kind}): no samples left after the class filter of classes "
+                         f"{config.classes!r}")
+    return rows, counts
+
+
+def _concat(parts: list) -> torch.Tensor | LazyImages:
+    if all(torch.is_tensor(p) for p in parts):
+        return torch.cat(parts)
+    return LazyImages.concat(parts)
+
+
+def _in_memory(images, setting, progress: bool) -> tuple[torch.Tensor | LazyImages, bool]:
+    """`images` decoded into memory (in_memory true, or auto up to IN_MEMORY_MAX_IMAGES) or left lazy."""
+    if torch.is_tensor(images):
+        return images, True
+    if setting is True or (setting == "auto" and len(images) <= IN_MEMORY_MAX_IMAGES):
+        return images.materialize(progress=progress), True
+    return images, False
+
+
+def _text_labels(config: TrainRunConfig, space: ClassSpace, captions: list[str]) -> np.ndarray | None:
+    """The class each caption names (-1: none or several); None when the labels come from the
+    sources and the classes cannot be text-matched (e.g. a class-name file whose names clash)."""
     try:
-        labels = [label_index(value, class_names, i + 1) for i, value in enumerate(values)]
-    except ValueError as error:
-        raise ValueError(f"{where}: {error}") from None
-    unlabelled = [i + 1 for i, label in enumerate(labels) if label < 0]
-    if unlabelled:
-        raise ValueError(f"{where}: label -1 of row {unlabelled[0]} is out of range for {len(class_names)} classes")
-    return torch.tensor(labels, dtype=torch.long)
+        matcher = _matcher(config, space.names)
+    except ValueError:
+        if config.labels == "text_match":
+            raise
+        return None
+    return matcher.match_many(captions)
 
 
-def _csv_source(source: dict, image_size: int, class_names: list[str], progress: bool) -> dict:
-    table = read_caption_table(source["path"], sep=source.get("sep"),
-                               filepath_column=source.get("filepath_column", "filepath"),
-                               caption_column=source.get("caption_column", "caption"),
-                               label_column=source.get("label_column") or "label")
-    images = load_images(list(table["filepath"]), size=image_size, num_workers=DECODE_THREADS, progress=progress)
-    labels = _labels_from(list(table["label"]), class_names, source["path"]) if "label" in table else None
-    return {"images": images, "captions": list(table["caption"]), "labels": labels}
+def _match_summary(matched: np.ndarray, true: np.ndarray | None) -> dict:
+    """Match rate, and where true labels are known (>= 0) the precision of the matched ones."""
+    summary = {"text_match_rate": float((matched >= 0).mean())}
+    if true is not None:
+        judged = (matched >= 0) & (true >= 0)
+        if judged.any():
+            summary["text_match_precision"] = float((matched[judged] == true[judged]).mean())
+    return summary
 
 
-def read_imagenet_captions(json_path, root, fields_used=("title", "description", "tags"),
-                           limit: int | None = None) -> tuple[list[str], list[str], list[str]]:
-    """ImageNet-Captions entries ``{"filename", "wnid", "title", "description", "tags"}`` joined to an
-    ImageNet train tree ``root/<wnid>/<filename>``: (image paths, captions, wnids). A caption joins
-    the configured fields (tags joined by spaces), skipping empty ones; an entry with none is dropped."""
-    json_path, root = Path(json_path), Path(root)
-    if not json_path.is_file():
-        raise FileNotFoundError(f"ImageNet-Captions file not found: {json_path}")
-    entries = json.loads(json_path.read_text())
-    if not isinstance(entries, list):
-        raise ValueError(f"{json_path}: expected a JSON list of entries")
-    bad = sorted(set(fields_used) - {"title", "description", "tags"})
-    if bad:
-        raise ValueError(f"imagenet_captions fields: unknown {bad}; known: title, description, tags")
-    paths, captions, wnids, missing = [], [], [], []
-    for i, entry in enumerate(entries[:limit] if limit else entries):
-        for key in ("filename", "wnid"):
-            if key not in entry:
-                raise ValueError(f"{json_path}: entry {i} has no {key!r}")
-        parts = []
-        for name in fields_used:
-            value = entry.get(name) or ""
-            value = " ".join(str(t) for t in value) if isinstance(value, list) else str(value)
-            if value.strip():
-                parts.append(value.strip())
-        if not parts:
-            continue
-        path = root / entry["wnid"] / entry["filename"]
-        if not path.is_file():
-            missing.append(str(path))
-            continue
-        paths.append(str(path))
-        captions.append(". ".join(parts))
-        wnids.append(entry["wnid"])
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} ImageNet-Captions images are not under {root}, e.g. {missing[:3]} "
-                                f"(expected the ImageNet train tree: <root>/<wnid>/<filename>)")
-    if not paths:
-        raise ValueError(f"{json_path}: no entry has any of the fields {list(fields_used)}")
-    return paths, captions, wnids
-
-
-def _imagenet_captions_source(source: dict, image_size: int, class_names: list[str], progress: bool) -> dict:
-    from ..data.imagenet import imagenet_wnids
-
-    paths, captions, wnids = read_imagenet_captions(source["json"], source["root"],
-                                                    tuple(source.get("fields", ("title", "description", "tags"))),
-                                                    source.get("limit"))
-    labels = None
-    if len(class_names) == 1000:
-        index = {w: i for i, w in enumerate(imagenet_wnids())}
-        labels = torch.tensor([index[w] for w in wnids], dtype=torch.long)
-    return {"images": load_images(paths, size=image_size, num_workers=DECODE_THREADS, progress=progress),
-            "captions": captions, "labels": labels}
-
-
-def build_training_data(config: TrainRunConfig, tokenizer, progress: bool = True) -> tuple[TrainData, dict]:
+def build_training_data(config: TrainRunConfig, tokenizer, progress: bool = True,
+                        read: list | None = None) -> tuple[TrainData, dict]:
     """The mixture of `config.sources` as one :class:`TrainData`, with the fields the objective
-    needs, and a summary (images per source, text-match rate)."""
-    class_names = class_names_for(config.classes)
+    needs, and a summary (images per source, counts per source, text-match rate and precision).
+    `read`: the rows :func:`check_sources` returned (not read again)."""
+    space = class_space(config.classes)
     if config.sources[0]["type"] == "webdataset":
-        return _streaming_data(config, tokenizer, class_names)
-    loaded = []
-    for source in config.sources:
-        kind = source["type"]
-        if kind == "world":
-            loaded.append(_world_source(source, config.image_size, config.seed, progress))
-        elif kind == "csv":
-            loaded.append(_csv_source(source, config.image_size, class_names, progress))
-        else:
-            loaded.append(_imagenet_captions_source(source, config.image_size, class_names, progress))
+        return _streaming_data(config, tokenizer, space.names)
+    read = read or [None] * len(config.sources)
+    loaded, per_source = [], []
+    for i, source in enumerate(config.sources):
+        rows, counts = _load_source(i, source, config, space, read[i], progress)
+        loaded.append(rows)
+        per_source.append(counts)
     weights = np.array([float(s.get("weight", 1.0)) for s in config.sources])
-    sizes = np.array([len(part["images"]) for part in loaded])
+    sizes = np.array([len(part.captions) for part in loaded])
     total = int(config.samples) if config.samples else int(sizes.sum())
     counts = np.floor(total * weights / weights.sum()).astype(int)
     counts[: total - counts.sum()] += 1
     rng = np.random.default_rng(config.seed)
     picks = [np.sort(rng.choice(n, size=c, replace=c > n)) for n, c in zip(sizes, counts)]
-    images = torch.cat([part["images"][torch.from_numpy(p)] for part, p in zip(loaded, picks)])
-    captions = [part["captions"][i] for part, p in zip(loaded, picks) for i in p]
-    summary = {"images_per_source": [int(c) for c in counts], "images": int(len(images))}
-    objective = config.objective
-    if objective == "contrastive":
-        return TrainData(images, tokens=tokenizer(captions)), summary
-    if objective == "simclr":
-        return TrainData(images), summary
-    if config.labels == "source":
-        parts = []
-        for i, (part, p) in enumerate(zip(loaded, picks)):
-            if part["labels"] is None:
-                raise ValueError(f"labels: 'source' but sources[{i}] ({config.sources[i]['type']}) has no labels")
-            parts.append(part["labels"][torch.from_numpy(p)])
-        labels = torch.cat(parts)
-    else:
-        matcher = _matcher(config, class_names)
-        labels = torch.from_numpy(matcher.match_many(captions)).long()
-        summary["text_match_rate"] = float((labels >= 0).float().mean())
-    keep = labels >= 0
-    return TrainData(images[keep], labels=labels[keep]), summary
-
-
-def _matcher(config: TrainRunConfig, class_names: list[str]) -> TextMatcher:
-    if config.synonyms:
-        return TextMatcher.from_file(config.synonyms, class_names)
-    if config.classes == "world":
-        from ..world.shapes import SYNONYMS
-
-        return TextMatcher(class_names, SYNONYMS)
-    return TextMatcher(class_names)
+    parts = [part.select(p) for part, p in zip(loaded, picks)]
+    images = _concat([part.images for part in parts])
+    captions = [c for part in parts for c in part.captions]
+    true = np.concatenate([part.labels if part.labels is not None else np.full(len(part.captions), -1)
+                           for part in parts])
+    summary = {"images_per_source": [int(c) for c in counts], "images": int(len(images)), "sources": per_source}
+    matched = _text_labels(config, space, captions)  # reported whatever the labels; used for text_match
+    if matched is not None:
+        summary.update(_match_summary(matched, true if any(part.labels is not None for part in parts) else None))
+    tokens, labels = None, None
+    if config.objective == "contrastive":
+        tokens = tokenizer(captions)
+    elif config.objective != "simclr":
+        if config.labels == "source":
+            missing = [i for i, part in enumerate(parts) if part.labels is None]
+            if missing:
+                raise ValueError(f"labels: 'source' but sources[{missing[0]}] ({config.sources[missing[0]]['type']}) "
+                                 f"has no labels")
+            labels = torch.from_numpy(true).long()
+        else:
+            labels = torch.from_numpy(matched).long()
+        keep = labels >= 0
+        images = images.take(keep.numpy()) if isinstance(images, LazyImages) else images[keep]
+        labels = labels[keep]
+    images, summary["in_memory"] = _in_memory(images, config.in_memory, progress)
+    summary["images_kept"] = int(len(images))
+    return TrainData(images, labels=labels, tokens=tokens), summary
 
 
 def _streaming_data(config: TrainRunConfig, tokenizer, class_names: list[str]):
@@ -293,6 +342,65 @@ def _streaming_data(config: TrainRunConfig, tokenizer, class_names: list[str]):
     return data, {"images": len(data), "streamed": True}
 
 
+# --- checks before training ------------------------------------------------------------------------------------
+
+def check_sources(config: TrainRunConfig) -> list:
+    """Check every source before anything is trained, naming the file and what was expected: the
+    classes and synonyms files, ``init_from``, each table (columns, image files, labels), each
+    ImageNet-Captions JSON (keys, wnids, images under its root), each shard pattern (files exist,
+    the first sample has an image and a caption), the first image of each file-backed source
+    decodes, and ``size`` fits the samples left after the class filter. Returns the rows read
+    (None for world and webdataset sources), for :func:`build_training_data`'s `read`."""
+    from ..data._images import decode_rgb
+    from ..data.shards import check_shards
+    from ..world.distributions import get_distribution
+
+    space = class_space(config.classes)
+    if config.synonyms or config.labels == "text_match" or space.subset:
+        _matcher(config, space.names)  # the synonyms file read and checked against the classes
+    if config.init_from and not (Path(config.init_from) / "model.safetensors").is_file():
+        raise FileNotFoundError(f"init_from: {Path(config.init_from) / 'model.safetensors'} not found (expected the "
+                                f"checkpoint folder of an earlier run, e.g. RUN/model)")
+    needs_labels = config.objective in ("supervised", "finetune") and config.labels == "source"
+    read = []
+    for i, source in enumerate(config.sources):
+        kind, where = source["type"], f"sources[{i}] ({source['type']})"
+        try:
+            _require(source, REQUIRED_KEYS[kind])
+            if kind == "world":
+                get_distribution(source.get("distribution", "narrow"))
+                read.append(None)
+            elif kind == "webdataset":
+                check_shards(source["urls"], need_caption=config.objective == "contrastive" or
+                             config.labels == "text_match", need_label=needs_labels)
+                read.append(None)
+            else:
+                rows = _read_files(source, space, config.image_size)
+                decode_rgb(rows.images.paths[0], config.image_size)
+                if needs_labels and rows.labels is None:
+                    raise ValueError(f"labels: 'source', but the source has no labels for classes {config.classes!r} "
+                                     f"(csv: a label_column; imagenet_captions: classes 'imagenet' or a wnid file)")
+                _load_source(i, source, config, space, rows, progress=False)
+                read.append(rows)
+        except (ValueError, FileNotFoundError) as error:
+            raise type(error)(f"{where}: {error}") from None
+    return read
+
+
+REQUIRED_KEYS = {"world": (), "csv": ("path",), "imagenet_captions": ("json", "root"), "webdataset": ("urls",)}
+
+
+def _require(source: dict, keys: tuple[str, ...]) -> None:
+    missing = [k for k in keys if not source.get(k)]
+    if missing:
+        raise ValueError(f"missing {missing} (a {source['type']} source needs {list(keys)})")
+    if source["type"] == "imagenet_captions" and not Path(source["root"]).is_dir():
+        raise FileNotFoundError(f"root {source['root']} is not a folder (expected the ImageNet train tree "
+                                f"<root>/<wnid>/<filename>)")
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
 def _init_tower(model, directory) -> None:
     from safetensors.torch import load_file
 
@@ -304,9 +412,11 @@ def _init_tower(model, directory) -> None:
 
 
 def run_training(config: TrainRunConfig, *, resume: bool = False, progress: bool = True) -> Path:
-    """Train one model as configured; returns the folder of the final model."""
+    """Train one model as configured; returns the folder of the final model. Every source is
+    checked (:func:`check_sources`) before anything is built or trained."""
     from ..distributed import init_distributed_from_env
 
+    read = check_sources(config)
     rank, world = init_distributed_from_env()
     out = Path(config.out)
     class_names = class_names_for(config.classes)
@@ -314,7 +424,7 @@ def run_training(config: TrainRunConfig, *, resume: bool = False, progress: bool
     spec = ModelSpec(kind, config.architecture, class_names,
                      metadata={"objective": config.objective, "sources": config.sources, "seed": config.seed})
     tokenizer = get_tokenizer(config.architecture)
-    data, summary = build_training_data(config, tokenizer, progress=progress and rank == 0)
+    data, summary = build_training_data(config, tokenizer, progress=progress and rank == 0, read=read)
     model = build_model(spec, seed=config.seed)
     if config.init_from:
         _init_tower(model, config.init_from)
