@@ -117,24 +117,13 @@ def open_eval_suite(name: str, config, class_names: list[str]) -> EvalSuite:
 
     root = Path(config.eval_root)
     if name in IMAGENET_SUITES:
-        suite = open_suite(name, data_root=root)
-        return restrict_suite(suite, config.classes) if len(class_names) < suite.num_classes else suite
+        subset = config.classes if config.classes not in ("imagenet", None) else None
+        return open_suite(name, data_root=root, classes=subset)
     folder = EvalImageFolder(root / name, class_names)
     partial = len(folder.class_indices) < len(class_names)
     return EvalSuite(name=name, root=folder.root, samples=folder.samples,
                      target_classes=[(i,) for i in range(len(class_names))], target_names=list(class_names),
                      class_indices=folder.class_indices if partial else None, num_classes=len(class_names))
-
-
-def restrict_suite(suite: EvalSuite, classes_file) -> EvalSuite:
-    """`suite` restricted to the ImageNet classes (wnids) listed in `classes_file`."""
-    from ...data import imagenet
-
-    restrict = getattr(imagenet, "restrict_suite", None)
-    if restrict is None:
-        raise ValueError(f"{suite.name}: evaluating a class subset ({classes_file}) needs "
-                         "clipshift.data.imagenet.restrict_suite")
-    return restrict(suite, [w.strip() for w in Path(classes_file).read_text().split() if w.strip()])
 
 
 def probe_suite(config, class_names: list[str], seed: int = 0) -> EvalSuite:

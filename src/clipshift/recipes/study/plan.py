@@ -101,8 +101,9 @@ def reference_entry(config) -> dict:
 
 
 def model_seed(entry: dict) -> int:
-    """Initialisation and data-order seed: a baseline's own; 1000·seed + 17 for a configuration."""
-    return entry["seed"] if entry["config"] in ("baseline", "reference") else 1000 * entry["seed"] + 17
+    """Initialisation and data-order seed: a baseline's own; 1000·seed + 17 for a configuration (and the
+    world's reference model)."""
+    return entry["seed"] if entry["config"] == "baseline" else 1000 * entry["seed"] + 17
 
 
 def _sources(entry: dict, distributions: dict[str, list[dict]]) -> tuple[list[dict], int | None]:
