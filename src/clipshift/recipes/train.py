@@ -16,6 +16,7 @@ A configuration (YAML; every key optional)::
                                          # required for webdataset sources, which are streamed)
     in_memory: auto                      # auto | true | false: decode file-backed images once into memory,
                                          # or per batch (auto: in memory up to 20000 images)
+    decode_threads: 4                    # threads decoding image files (per process)
     seed: 0
     sources:                             # weighted mixture; weights are renormalised
       - {type: world, distribution: narrow, size: 4000, weight: 0.7}
@@ -115,6 +116,7 @@ class TrainRunConfig:
     image_size: int = 32
     samples: int | None = None
     in_memory: str | bool = "auto"
+    decode_threads: int = DECODE_THREADS
     seed: int = 0
     sources: list = field(default_factory=lambda: [{"type": "world", "distribution": "narrow", "size": 4000}])
     train: TrainConfig = field(default_factory=lambda: TrainConfig(objective="contrastive", epochs=10,
@@ -127,6 +129,8 @@ class TrainRunConfig:
             raise ValueError(f"labels: expected 'text_match' or 'source', got {self.labels!r}")
         if self.in_memory not in ("auto", True, False):
             raise ValueError(f"in_memory: expected auto, true or false, got {self.in_memory!r}")
+        if isinstance(self.decode_threads, bool) or not isinstance(self.decode_threads, int) or self.decode_threads < 0:
+            raise ValueError(f"decode_threads: expected an integer >= 0, got {self.decode_threads!r}")
         if not self.sources:
             raise ValueError("sources: need at least one data source")
         for i, source in enumerate(self.sources):
@@ -210,11 +214,11 @@ class _Rows:
         return _Rows(images, [self.captions[i] for i in index], None if self.labels is None else self.labels[index])
 
 
-def _read_files(source: dict, space: ClassSpace, image_size: int) -> _Rows:
+def _read_files(source: dict, space: ClassSpace, config: TrainRunConfig) -> _Rows:
     """The rows of a file-backed source (csv, imagenet_captions); no image is decoded."""
     reader = csv_rows if source["type"] == "csv" else imagenet_captions_rows
     paths, captions, labels = reader(source, space)
-    return _Rows(LazyImages(paths, image_size, num_workers=DECODE_THREADS), captions, labels)
+    return _Rows(LazyImages(paths, config.image_size, num_workers=config.decode_threads), captions, labels)
 
 
 def _load_source(i: int, source: dict, config: TrainRunConfig, space: ClassSpace, read: _Rows | None,
@@ -224,7 +228,7 @@ def _load_source(i: int, source: dict, config: TrainRunConfig, space: ClassSpace
     if kind == "world":
         rows = _Rows(*world_rows(source, space, config.image_size, config.seed, progress))
     else:
-        rows = read if read is not None else _read_files(source, space, config.image_size)
+        rows = read if read is not None else _read_files(source, space, config)
     counts = {"type": kind, "rows": len(rows.captions)}
     if rows.labels is not None and (rows.labels < 0).any():
         rows = rows.select(np.flatnonzero(rows.labels >= 0))
@@ -375,7 +379,7 @@ def check_sources(config: TrainRunConfig) -> list:
                              config.labels == "text_match", need_label=needs_labels)
                 read.append(None)
             else:
-                rows = _read_files(source, space, config.image_size)
+                rows = _read_files(source, space, config)
                 decode_rgb(rows.images.paths[0], config.image_size)
                 if needs_labels and rows.labels is None:
                     raise ValueError(f"labels: 'source', but the source has no labels for classes {config.classes!r} "
