@@ -73,7 +73,7 @@ from ..train.loop import TrainConfig, TrainData, train
 from .config import read_settings
 
 __all__ = ["IN_MEMORY_MAX_IMAGES", "TrainRunConfig", "build_training_data", "check_sources", "class_names_for",
-           "load_train_config", "read_imagenet_captions", "run_training"]
+           "labelled_samples", "load_train_config", "read_imagenet_captions", "run_training"]
 
 IN_MEMORY_MAX_IMAGES = 20000  # in_memory: auto decodes file-backed images once up to this many, else per batch
 OBJECTIVE_KIND = {"contrastive": "clip", "supervised": "classifier", "finetune": "classifier", "simclr": "simclr"}
@@ -445,27 +445,31 @@ def run_training(config: TrainRunConfig, *, resume: bool = False, progress: bool
     return final
 
 
+def _space_of_names(class_names: list[str]) -> ClassSpace:
+    """The class space of a list of class names: ImageNet's (all 1000, or the classes of a subset
+    whose open_clip names each name one wnid) or plain names."""
+    from ..data.imagenet import imagenet_wnids
+    from ..data.imagenet_classes import imagenet_class_names
+
+    names = imagenet_class_names()
+    if list(class_names) == names:
+        return class_space("imagenet")
+    wnid_of: dict[str, list[str]] = {}
+    for wnid, name in zip(imagenet_wnids(), names):
+        wnid_of.setdefault(name, []).append(wnid)
+    if all(len(wnid_of.get(name, ())) == 1 for name in class_names):
+        return ClassSpace("names", list(class_names), [wnid_of[name][0] for name in class_names])
+    return ClassSpace("names", list(class_names))
+
+
 def labelled_samples(source: dict, class_names: list[str]) -> list[tuple[str, int]]:
     """(image path, class index) of every sample of `source` whose label is one of `class_names`
-    (ImageNet-Captions: its wnid; a CSV: its label column); [] for sources without labels."""
-    kind = source.get("type")
-    if kind == "imagenet_captions":
-        from ..data.imagenet import imagenet_wnids
-
-        paths, _, wnids = read_imagenet_captions(source["json"], source["root"], limit=source.get("limit"))
-        if len(class_names) == 1000:
-            index = {w: i for i, w in enumerate(imagenet_wnids())}
-        else:
-            position = {name: i for i, name in enumerate(class_names)}
-            index = {w: position[n] for w, n in zip(imagenet_wnids(), class_names_for("imagenet")) if n in position}
-        return [(p, index[w]) for p, w in zip(paths, wnids) if w in index]
-    if kind == "csv":
-        table = read_caption_table(source["path"], sep=source.get("sep"),
-                                   filepath_column=source.get("filepath_column", "filepath"),
-                                   caption_column=source.get("caption_column", "caption"),
-                                   label_column=source.get("label_column") or "label")
-        if "label" not in table:
-            return []
-        labels = [label_index(v, class_names, i + 1) for i, v in enumerate(table["label"])]
-        return [(str(p), int(y)) for p, y in zip(table["filepath"], labels) if y >= 0]
-    return []
+    (ImageNet-Captions: its wnid; a CSV: its label column of class indices, names or wnids); [] for
+    sources without labels."""
+    if source.get("type") not in ("imagenet_captions", "csv"):
+        return []
+    reader = csv_rows if source["type"] == "csv" else imagenet_captions_rows
+    paths, _, labels = reader(source, _space_of_names(class_names))
+    if labels is None:
+        return []
+    return [(path, int(label)) for path, label in zip(paths, labels) if label >= 0]
