@@ -108,7 +108,7 @@ def test_in_memory_and_lazy_training_give_bit_identical_weights(real, tmp_path, 
                {"type": "world", "distribution": "diverse", "size": 20},
                {"type": "imagenet_captions", "json": str(real["captions"]["json"]),
                 "root": str(real["captions"]["root"])}]
-    settings = {"objective": objective, "classes": "imagenet", "samples": 60, "sources": sources}
+    settings = {"objective": objective, "classes": "imagenet", "samples": 60, "sources": sources, "decode_threads": 2}
     memory, in_summary = _run(tmp_path, "memory", in_memory=True, **settings)
     lazy, lazy_summary = _run(tmp_path, "lazy", in_memory=False, **settings)
     assert in_summary["in_memory"] is True and lazy_summary["in_memory"] is False
@@ -142,8 +142,12 @@ def test_subset_indices_are_nested_for_one_seed():
 
 
 def _kept_paths(values: dict) -> tuple[list[str], dict]:
+    """The files of the training set built lazily: nothing may be decoded while it is built."""
     config = load_train_config(overrides={"objective": "simclr", "in_memory": False, **values})
-    data, summary = build_training_data(config, None, progress=False)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("decode_rgb", "decode_many"):
+            patch.setattr(lazy_module, name, lambda *args, **kwargs: pytest.fail("decoded while building"))
+        data, summary = build_training_data(config, None, progress=False)
     return data.images.paths, summary
 
 

@@ -115,3 +115,22 @@ def test_a_tiny_model_learns_the_miniature_classes(real, tmp_path):
     with torch.no_grad():
         logits = model.eval()(normalize_images(images))
     assert score(logits, torch.tensor(suite.targets), suite)["top1"] >= 0.5
+
+
+def test_labelled_samples_of_the_real_sources(real, tmp_path):
+    from clipshift.data import imagenet
+    from clipshift.recipes.train import class_names_for, labelled_samples
+
+    ic = {"type": "imagenet_captions", "json": str(real["captions"]["json"]), "root": str(real["captions"]["root"])}
+    four = labelled_samples(ic, class_names_for(str(real["wnids"])))
+    assert len(four) == 32 and [y for _, y in four] == [k for k in range(4) for _ in range(8)]
+    two = mini.write_wnid_file(tmp_path / "two.txt", [mini.BANANA, mini.CANDLE])
+    assert [(Path(p).parent.name, y) for p, y in labelled_samples(ic, class_names_for(str(two)))] == \
+        [(mini.CANDLE, 1)] * 8 + [(mini.BANANA, 0)] * 8
+    labelled = {"type": "csv", "path": str(real["csv"]["labelled"]), "label_column": "label"}
+    full = labelled_samples(labelled, class_names_for("imagenet"))
+    assert [y for _, y in full] == [INDEX[w] for w in mini.WNIDS for _ in range(8)]
+    assert labelled_samples({"type": "csv", "path": str(real["csv"]["path"])}, class_names_for("imagenet")) == []
+    assert labelled_samples({"type": "world"}, class_names_for("world")) == []
+    suite = imagenet.restrict_suite(open_suite("imagenet-a", data_root=real["data_root"]), [mini.SANDAL])
+    assert suite.num_classes == 1 and len(suite) == 3 and suite.class_indices == [0]

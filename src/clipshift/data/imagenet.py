@@ -325,11 +325,15 @@ def open_suite(name: str, root=None, *, data_root=None, classes=None) -> EvalSui
         suite = _v2_suite(name, root)
     else:
         suite = _wnid_suite(name, root)
-    if classes is None:
-        return suite
-    from .imagenet_classes import restrict_suite
+    return suite if classes is None else restrict_suite(suite, classes)
 
-    return restrict_suite(suite, classes)
+
+def restrict_suite(suite: EvalSuite, classes) -> EvalSuite:
+    """`suite` scored in a class subset's label space (a wnid file or a list of wnids); see
+    :func:`clipshift.data.imagenet_classes.restrict_suite`."""
+    from .imagenet_classes import restrict_suite as restrict
+
+    return restrict(suite, classes)
 
 
 # ---- loading --------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ A configuration (YAML; every key optional)::
                                          # required for webdataset sources, which are streamed)
     in_memory: auto                      # auto | true | false: decode file-backed images once into memory,
                                          # or per batch (auto: in memory up to 20000 images)
+    decode_threads: 4                    # threads decoding image files (per process)
     seed: 0
     sources:                             # weighted mixture; weights are renormalised
       - {type: world, distribution: narrow, size: 4000, weight: 0.7}
@@ -72,7 +73,7 @@ from ..train.loop import TrainConfig, TrainData, train
 from .config import read_settings
 
 __all__ = ["IN_MEMORY_MAX_IMAGES", "TrainRunConfig", "build_training_data", "check_sources", "class_names_for",
-           "load_train_config", "read_imagenet_captions", "run_training"]
+           "labelled_samples", "load_train_config", "read_imagenet_captions", "run_training"]
 
 IN_MEMORY_MAX_IMAGES = 20000  # in_memory: auto decodes file-backed images once up to this many, else per batch
 OBJECTIVE_KIND = {"contrastive": "clip", "supervised": "classifier", "finetune": "classifier", "simclr": "simclr"}
@@ -115,6 +116,7 @@ class TrainRunConfig:
     image_size: int = 32
     samples: int | None = None
     in_memory: str | bool = "auto"
+    decode_threads: int = DECODE_THREADS
     seed: int = 0
     sources: list = field(default_factory=lambda: [{"type": "world", "distribution": "narrow", "size": 4000}])
     train: TrainConfig = field(default_factory=lambda: TrainConfig(objective="contrastive", epochs=10,
@@ -127,6 +129,8 @@ class TrainRunConfig:
             raise ValueError(f"labels: expected 'text_match' or 'source', got {self.labels!r}")
         if self.in_memory not in ("auto", True, False):
             raise ValueError(f"in_memory: expected auto, true or false, got {self.in_memory!r}")
+        if isinstance(self.decode_threads, bool) or not isinstance(self.decode_threads, int) or self.decode_threads < 0:
+            raise ValueError(f"decode_threads: expected an integer >= 0, got {self.decode_threads!r}")
         if not self.sources:
             raise ValueError("sources: need at least one data source")
         for i, source in enumerate(self.sources):
@@ -210,11 +214,11 @@ class _Rows:
         return _Rows(images, [self.captions[i] for i in index], None if self.labels is None else self.labels[index])
 
 
-def _read_files(source: dict, space: ClassSpace, image_size: int) -> _Rows:
+def _read_files(source: dict, space: ClassSpace, config: TrainRunConfig) -> _Rows:
     """The rows of a file-backed source (csv, imagenet_captions); no image is decoded."""
     reader = csv_rows if source["type"] == "csv" else imagenet_captions_rows
     paths, captions, labels = reader(source, space)
-    return _Rows(LazyImages(paths, image_size, num_workers=DECODE_THREADS), captions, labels)
+    return _Rows(LazyImages(paths, config.image_size, num_workers=config.decode_threads), captions, labels)
 
 
 def _load_source(i: int, source: dict, config: TrainRunConfig, space: ClassSpace, read: _Rows | None,
@@ -224,7 +228,7 @@ def _load_source(i: int, source: dict, config: TrainRunConfig, space: ClassSpace
     if kind == "world":
         rows = _Rows(*world_rows(source, space, config.image_size, config.seed, progress))
     else:
-        rows = read if read is not None else _read_files(source, space, config.image_size)
+        rows = read if read is not None else _read_files(source, space, config)
     counts = {"type": kind, "rows": len(rows.captions)}
     if rows.labels is not None and (rows.labels < 0).any():
         rows = rows.select(np.flatnonzero(rows.labels >= 0))
@@ -375,7 +379,7 @@ def check_sources(config: TrainRunConfig) -> list:
                              config.labels == "text_match", need_label=needs_labels)
                 read.append(None)
             else:
-                rows = _read_files(source, space, config.image_size)
+                rows = _read_files(source, space, config)
                 decode_rgb(rows.images.paths[0], config.image_size)
                 if needs_labels and rows.labels is None:
                     raise ValueError(f"labels: 'source', but the source has no labels for classes {config.classes!r} "
@@ -441,27 +445,31 @@ def run_training(config: TrainRunConfig, *, resume: bool = False, progress: bool
     return final
 
 
+def _space_of_names(class_names: list[str]) -> ClassSpace:
+    """The class space of a list of class names: ImageNet's (all 1000, or the classes of a subset
+    whose open_clip names each name one wnid) or plain names."""
+    from ..data.imagenet import imagenet_wnids
+    from ..data.imagenet_classes import imagenet_class_names
+
+    names = imagenet_class_names()
+    if list(class_names) == names:
+        return class_space("imagenet")
+    wnid_of: dict[str, list[str]] = {}
+    for wnid, name in zip(imagenet_wnids(), names):
+        wnid_of.setdefault(name, []).append(wnid)
+    if all(len(wnid_of.get(name, ())) == 1 for name in class_names):
+        return ClassSpace("names", list(class_names), [wnid_of[name][0] for name in class_names])
+    return ClassSpace("names", list(class_names))
+
+
 def labelled_samples(source: dict, class_names: list[str]) -> list[tuple[str, int]]:
     """(image path, class index) of every sample of `source` whose label is one of `class_names`
-    (ImageNet-Captions: its wnid; a CSV: its label column); [] for sources without labels."""
-    kind = source.get("type")
-    if kind == "imagenet_captions":
-        from ..data.imagenet import imagenet_wnids
-
-        paths, _, wnids = read_imagenet_captions(source["json"], source["root"], limit=source.get("limit"))
-        if len(class_names) == 1000:
-            index = {w: i for i, w in enumerate(imagenet_wnids())}
-        else:
-            position = {name: i for i, name in enumerate(class_names)}
-            index = {w: position[n] for w, n in zip(imagenet_wnids(), class_names_for("imagenet")) if n in position}
-        return [(p, index[w]) for p, w in zip(paths, wnids) if w in index]
-    if kind == "csv":
-        table = read_caption_table(source["path"], sep=source.get("sep"),
-                                   filepath_column=source.get("filepath_column", "filepath"),
-                                   caption_column=source.get("caption_column", "caption"),
-                                   label_column=source.get("label_column") or "label")
-        if "label" not in table:
-            return []
-        labels = [label_index(v, class_names, i + 1) for i, v in enumerate(table["label"])]
-        return [(str(p), int(y)) for p, y in zip(table["filepath"], labels) if y >= 0]
-    return []
+    (ImageNet-Captions: its wnid; a CSV: its label column of class indices, names or wnids); [] for
+    sources without labels."""
+    if source.get("type") not in ("imagenet_captions", "csv"):
+        return []
+    reader = csv_rows if source["type"] == "csv" else imagenet_captions_rows
+    paths, _, labels = reader(source, _space_of_names(class_names))
+    if labels is None:
+        return []
+    return [(path, int(label)) for path, label in zip(paths, labels) if label >= 0]
