@@ -7,11 +7,18 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
+from pathlib import Path
 from scipy import stats
 
 from clipshift.cli import main
-from clipshift.recipes.study import (HYPOTHESES, TITLES, _indices, compare, load_study_config, study_plan, summarize,
-                                     training_data, verdict)
+from clipshift.data.sources import subset_indices
+from clipshift.recipes.study import (HYPOTHESES, REGISTRY, TITLES, compare, load_study_config, study_plan, summarize,
+                                     train_run)
+
+
+def verdict(name, rows):
+    return REGISTRY[name].verdict(rows, lambda keys: [])
 
 
 @pytest.fixture(scope="module")
@@ -90,25 +97,28 @@ def test_plan_deduplicates_and_nests_subsets():
                         "sup_narrow_true_n600", "sup_diverse_tm_n600", "simclr_pre_n600", "simclr_tm_n600"}
     order = {n: i for i, n in enumerate(names)}
     assert all(order[f"simclr_pre_n600_s{s}"] < order[f"simclr_tm_n600_s{s}"] for s in config.seeds)
-    small, large = _indices(1000, 300, 0, 1), _indices(1000, 600, 0, 1)
-    assert set(small) <= set(large) and len(set(large)) == 600
-    assert not np.array_equal(_indices(1000, 300, 1, 1), small)
+    # every model is a `clipshift train` run; the diverse subsets of the two sizes share their seed: nested
+    runs = {e["name"]: train_run(config, e, Path("runs"), DISTRIBUTIONS) for e in plan}
+    small, large = (runs[f"clip_f100_n{n}_s0"]["sources"][0] for n in (300, 600))
+    assert (small["size"], large["size"]) == (300, 600) and small["subset_seed"] == large["subset_seed"]
+    a, b = (subset_indices(1000, s["size"], s["subset_seed"], "t") for s in (small, large))
+    assert set(a) <= set(b) and len(set(b)) == 600
+    assert runs["simclr_tm_n600_s1"]["init_from"] == str(Path("runs") / "simclr_pre_n600_s1" / "model")
+    assert runs["simclr_tm_n600_s1"]["objective"] == "finetune"
+    assert runs["sup_narrow_true_n600_s0"]["labels"] == "source" and runs["sup_diverse_tm_n600_s0"]["labels"] == \
+        "text_match"
 
 
-def test_mixture_draws_the_requested_fraction():
-    import torch
+def test_mixture_draws_the_requested_fraction(quick_run):
+    run = yaml.safe_load((quick_run / "runs" / "clip_f050_n600_s1" / "config.yaml").read_text())
+    assert [s["size"] for s in run["sources"]] == [300, 300]  # half narrow, half diverse
+    assert run["data"]["images_per_source"] == [300, 300] and run["data"]["images"] == 600
+    sup = yaml.safe_load((quick_run / "runs" / "sup_diverse_tm_n600_s0" / "config.yaml").read_text())
+    assert 0 < sup["data"]["text_match_rate"] < 1  # unmatched captions are dropped
+    assert sup["data"]["images_kept"] < 600
 
-    n = 40
-    sets = {d: {"images": torch.full((100, 3, 4, 4), v, dtype=torch.uint8), "captions": [d] * 100,
-                "true": np.arange(100) % 4, "matched": np.where(np.arange(100) % 5 == 0, -1, np.arange(100) % 4)}
-            for d, v in (("narrow", 0), ("diverse", 255))}
-    entry = dict(name="m", objective="contrastive", diverse_fraction=0.25, labels="captions", train_size=n, seed=3)
-    data = training_data(entry, sets, tokenizer=lambda texts: torch.tensor([[t == "diverse"] for t in texts]))
-    assert len(data) == n and int((data.images[:, 0, 0, 0] == 255).sum()) == 10
-    assert int(data.tokens.sum()) == 10  # captions travel with their images
-    sup = training_data({**entry, "objective": "supervised", "labels": "text_match", "diverse_fraction": 1.0},
-                        sets, tokenizer=None)
-    assert len(sup) < n and (sup.labels >= 0).all()  # unmatched captions are dropped
+
+DISTRIBUTIONS = {d: [{"type": "csv", "path": f"world/train_{d}.csv"}] for d in ("narrow", "diverse")}
 
 
 def _row(config, er, lo, hi, **extra):

@@ -223,7 +223,7 @@ def _check_sources(plan: list[dict], run_dir: Path) -> None:
     seen = set()
     for entry in plan:
         config = load_train_config(_run_folder(run_dir, entry["name"]) / "train.yaml")
-        key = json.dumps([config.classes, [{k: v for k, v in s.items() if k not in ("size", "subset_seed", "weight")}
+        key = json.dumps([config.classes, [{k: v for k, v in s.items() if k not in ("subset_seed", "weight")}
                                            for s in config.sources]], sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
