@@ -22,7 +22,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from .imagenet import EvalSuite, _label_tuple, _wnid_index, _wnid_tuple
+from .imagenet_labels import EvalSuite, label_tuple, wnid_index, wnid_tuple
 
 WNID = re.compile(r"n\d{8}")
 
@@ -47,7 +47,7 @@ def check_wnids(wnids: Sequence[str], where: str = "classes") -> list[str]:
     ImageNet-1k wnids or is listed twice."""
     if isinstance(wnids, str) or not wnids:
         raise ValueError(f"{where}: expected a non-empty list of ImageNet-1k wnids, got {wnids!r}")
-    index, seen = _wnid_index(), set()
+    index, seen = wnid_index(), set()
     for i, wnid in enumerate(wnids):
         if wnid not in index:
             raise ValueError(f"{where}: {wnid!r} (entry {i + 1}) is not an ImageNet-1k wnid (expected one of the "
@@ -64,7 +64,7 @@ def read_wnids(path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"classes: wnid file not found: {path}")
-    index, seen, wnids = _wnid_index(), {}, []
+    index, seen, wnids = wnid_index(), {}, []
     for number, line in _lines(path):
         if line not in index:
             kind = "not an ImageNet-1k wnid" if WNID.fullmatch(line) else "not a wnid"
@@ -95,14 +95,14 @@ def imagenet_class_names(wnids: Sequence[str] | None = None) -> list[str]:
 
     if wnids is None:
         return list(IMAGENET_CLASSNAMES)
-    index = _wnid_index()
+    index = wnid_index()
     return [IMAGENET_CLASSNAMES[index[w]] for w in check_wnids(wnids)]
 
 
 def imagenet_lemmas(wnids: Sequence[str] | None = None) -> list[list[str]]:
     """The WordNet lemmas of each class of `wnids` (default: all 1000), from the ILSVRC label
     strings (``"tabby, tabby cat"`` -> ``["tabby", "tabby cat"]``)."""
-    labels, index = _label_tuple(), _wnid_index()
+    labels, index = label_tuple(), wnid_index()
     chosen = range(1000) if wnids is None else [index[w] for w in check_wnids(wnids)]
     return [[part.strip() for part in labels[i].split(", ") if part.strip()] for i in chosen]
 
@@ -115,7 +115,7 @@ def imagenet_synonyms(wnids: Sequence[str] | None = None) -> dict[str, list[str]
     """Class name (:func:`imagenet_class_names`) -> its WordNet lemmas other than the name itself,
     for `wnids` (default: all 1000). Where two classes share a name, their lemmas are merged
     (the matcher in training takes the per-class lists of :func:`imagenet_lemmas` instead)."""
-    chosen = list(_wnid_tuple()) if wnids is None else check_wnids(wnids)
+    chosen = list(wnid_tuple()) if wnids is None else check_wnids(wnids)
     synonyms: dict[str, list[str]] = {}
     for name, lemmas in zip(imagenet_class_names(chosen), imagenet_lemmas(chosen)):
         terms = synonyms.setdefault(name, [])
@@ -138,7 +138,7 @@ def restrict_suite(suite: EvalSuite, classes) -> EvalSuite:
         raise ValueError(f"{suite.name}: restricting to ImageNet wnids needs a suite in the 1000-class "
                          f"ImageNet label space, got one with {suite.num_classes} classes")
     wnids, where = resolve_wnids(classes)
-    index = _wnid_index()
+    index = wnid_index()
     position = {index[w]: p for p, w in enumerate(wnids)}
     kept, target_classes = [], []
     for t, classes_of_target in enumerate(suite.target_classes):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .csv_source import label_index, read_caption_table
-from .imagenet import _wnid_index
+from .imagenet_labels import wnid_index
 from .imagenet_classes import WNID, imagenet_class_names, is_wnid_file, read_wnids
 
 CAPTION_FIELDS = ("title", "description", "tags")
@@ -110,7 +110,7 @@ def read_imagenet_captions(json_path, root, fields_used=CAPTION_FIELDS,
     if bad:
         raise ValueError(f"imagenet_captions fields: unknown {bad}; known: title, description, tags")
     entries = _json_entries(json_path)
-    known = _wnid_index()
+    known = wnid_index()
     paths, captions, wnids, missing = [], [], [], []
     for i, entry in enumerate(entries[:limit] if limit else entries):
         if not isinstance(entry, dict):
@@ -143,7 +143,7 @@ def read_imagenet_captions(json_path, root, fields_used=CAPTION_FIELDS,
 def _wnid_labels(wnids: list[str], space: ClassSpace, where: str) -> np.ndarray | None:
     """Positions of `wnids` in the space's wnids (-1 outside a subset); None without ImageNet classes.
     ValueError naming the first row whose wnid is not an ImageNet-1k wnid."""
-    known = _wnid_index()
+    known = wnid_index()
     for i, wnid in enumerate(wnids):
         if wnid not in known:
             raise ValueError(f"{where} row {i + 1}: {wnid!r} is not an ImageNet-1k wnid (expected one of the 1000 "

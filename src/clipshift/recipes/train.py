@@ -473,3 +473,23 @@ def labelled_samples(source: dict, class_names: list[str]) -> list[tuple[str, in
     if labels is None:
         return []
     return [(path, int(label)) for path, label in zip(paths, labels) if label >= 0]
+
+
+def text_match_summary(config: TrainRunConfig) -> dict:
+    """Text matching over every caption of the run's file-backed sources (csv, imagenet_captions),
+    before any subset: ``text_match_rate`` and, where the sources carry true labels,
+    ``text_match_precision``; {} when no source is file-backed."""
+    space = class_space(config.classes)
+    captions, labels = [], []
+    for source in config.sources:
+        if source.get("type") not in ("csv", "imagenet_captions"):
+            continue
+        reader = csv_rows if source["type"] == "csv" else imagenet_captions_rows
+        _, texts, true = reader({k: v for k, v in source.items() if k not in ("size", "subset_seed")}, space)
+        captions += list(texts)
+        labels.append(np.full(len(texts), -1) if true is None else np.asarray(true))
+    if not captions:
+        return {}
+    matched = _matcher(config, space.names).match_many(captions)
+    true = np.concatenate(labels)
+    return _match_summary(matched, true if (true >= 0).any() else None)

@@ -256,7 +256,7 @@ def run_study(config, out, *, progress: bool = True, quiet: bool = False, plan_o
                  train_seconds={e["name"]: outcome["train_seconds"][e["name"]] for e in plan
                                 if e["name"] in outcome["train_seconds"]})
     if not data.world:
-        facts["text_match"] = _text_match_facts(plan, run_dir)
+        facts["text_match"] = _text_match_facts(config, data, run_dir)
     atomic_write_text(run_dir / "facts.json", json.dumps(facts, indent=2, default=float))
     from .report import write_study_report
 
@@ -280,18 +280,20 @@ def _evaluate_one(config, plan, run_dir: Path, data: StudyData, name: str, quiet
     return path
 
 
-def _text_match_facts(plan: list[dict], run_dir: Path) -> dict:
-    """Text-match rate (and precision, where the source has labels) of the text-matched runs, per distribution."""
+def _text_match_facts(config, data: StudyData, run_dir: Path) -> dict:
+    """Per distribution, the text-match rate (and precision, where the sources have labels) over all
+    its captions, as the study's text-matched runs label them."""
+    from ..train import TrainRunConfig, text_match_summary
+
     out = {}
-    for entry in plan:
-        summary = yaml.safe_load((_run_folder(run_dir, entry["name"]) / "config.yaml").read_text()).get("data", {}) \
-            if (_run_folder(run_dir, entry["name"]) / "config.yaml").is_file() else {}
-        if "text_match_rate" in summary:
-            key = "diverse" if entry["diverse_fraction"] == 1 else "narrow" if entry["diverse_fraction"] == 0 else None
-            if key and key not in out:
-                out[key] = {"match_rate": summary["text_match_rate"],
-                            **({"precision": summary["text_match_precision"]}
-                               if summary.get("text_match_precision") is not None else {})}
+    for name, sources in data.distributions.items():
+        run = TrainRunConfig(out=str(run_dir / "runs"), classes=config.classes, labels="text_match",
+                             sources=[dict(s) for s in sources])
+        summary = text_match_summary(run.validate())
+        if summary:
+            out[name] = {"match_rate": summary["text_match_rate"],
+                         **({"precision": summary["text_match_precision"]} if "text_match_precision" in summary
+                            else {})}
     return out
 
 
