@@ -239,7 +239,8 @@ def run_study(config, out, *, progress: bool = True, quiet: bool = False, plan_o
     if plan_only:
         path = write_plan(run_dir / "plan.sh", run_dir / "config.yaml", run_dir, waves(plan), torchrun)
         if not quiet:
-            print(f"plan: {path} ({len(plan)} training runs)")
+            passes = sum(e["train_size"] * e["epochs"] for e in plan)
+            print(f"plan: {path} ({len(plan)} training runs, {passes:.3g} image passes: size x epochs summed)")
         return path
     if evaluate_only is not None:
         return _evaluate_one(config, plan, run_dir, data, evaluate_only, quiet)
