@@ -26,7 +26,8 @@ import time
 import numpy as np
 import torch
 
-from clipshift.evaluate.zeroshot import encode_images, top1_accuracy, zero_shot_logits, zero_shot_weights
+from clipshift.evaluate import HeadSpec, ImageTensors, build_head, evaluate
+from clipshift.models.interface import EvalModel
 from clipshift.models.factory import ModelSpec, build_model, get_tokenizer
 from clipshift.parallel import run_jobs
 from clipshift.train.loop import TrainConfig, TrainData, train
@@ -58,8 +59,9 @@ def converge(name: str, architecture: str, epochs: int, data, every: int, target
         if step % every:
             return
         t = time.perf_counter()
-        weights = zero_shot_weights(m, tokenizer, CLASS_NAMES, ZERO_SHOT_TEMPLATES)
-        accuracy = top1_accuracy(zero_shot_logits(encode_images(m, test_x), weights), test_y)
+        clip = EvalModel.wrap(m, "clip", tokenizer=tokenizer)
+        head = build_head(HeadSpec("zeroshot", templates=ZERO_SHOT_TEMPLATES), clip, class_names=CLASS_NAMES)
+        accuracy = evaluate(clip, {"test": ImageTensors(test_x, test_y)}, {"zs": head}, progress=False)[0]["top1"]
         m.train()
         spent["eval"] += time.perf_counter() - t
         curve.append((step, accuracy, time.perf_counter() - start - spent["eval"]))

@@ -5,7 +5,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from clipshift.evaluate.zeroshot import encode_images, zero_shot_logits, zero_shot_weights
+from clipshift.evaluate.heads import ZeroShotHead, zero_shot_weights
+from clipshift.models.interface import EvalModel
 from clipshift.models.factory import (ModelSpec, build_model, get_tokenizer, load_checkpoint, normalize_images,
                                       register_model_configs, save_checkpoint)
 from clipshift.train.loop import TrainConfig, TrainData, augment, cosine_with_warmup, train
@@ -76,16 +77,18 @@ def test_zero_shot_head_is_the_normalised_mean_of_normalised_prompts():
     model = build_model(ModelSpec("clip", "clipshift-tiny", ["star", "circle"])).eval()
     tok = get_tokenizer("clipshift-tiny")
     templates = ["a {}", "my {}"]
-    weights = zero_shot_weights(model, tok, ["star", "circle"], templates)
+    clip = EvalModel.wrap(model, "clip", tokenizer=tok)
+    weights = zero_shot_weights(clip, ["star", "circle"], templates)
     with torch.no_grad():
         star = F.normalize(model.encode_text(tok(["a star", "my star"])), dim=-1).mean(0)
     assert torch.allclose(weights[:, 0], F.normalize(star, dim=0), atol=1e-6)
     assert torch.allclose(weights.norm(dim=0), torch.ones(2))
-    features = encode_images(model, torch.randint(0, 255, (3, 3, 32, 32), dtype=torch.uint8))
-    logits = zero_shot_logits(features, weights)
+    with torch.no_grad():
+        features = clip.encode_image(torch.randint(0, 255, (3, 3, 32, 32), dtype=torch.uint8))
+    logits = ZeroShotHead(weights)(features)
     assert logits.abs().max() <= 1 + 1e-6  # cosine similarities
     with pytest.raises(ValueError, match="placeholder"):
-        zero_shot_weights(model, tok, ["star"], ["no slot"])
+        zero_shot_weights(clip, ["star"], ["no slot"])
 
 
 def test_schedule_and_augmentation():

@@ -469,12 +469,12 @@ def test_probe_on_a_quickstart_run_directory(run_dir, tmp_path):
 
     # the kurtosis of one model, recomputed independently from its checkpoint and the exported images
     from clipshift.data import EvalImageFolder, load_all
-    from clipshift.evaluate.zeroshot import encode_images
-    from clipshift.models.factory import load_checkpoint
+    from clipshift.models.load import load_model
     from clipshift.world.shapes import CLASS_NAMES
-    module, _ = load_checkpoint(run_dir / "checkpoints" / "contrastive_diverse")
+    model = load_model(str(run_dir / "checkpoints" / "contrastive_diverse"))
     images, _, _ = load_all(EvalImageFolder(run_dir / "world" / "test", list(CLASS_NAMES)), progress=False)
-    h = encode_images(module, images).double().numpy()
+    with torch.no_grad():
+        h = model.encode_image(images).double().numpy()
     expected = scipy.stats.kurtosis(h, axis=1, fisher=False).mean()
     assert value[("contrastive_diverse", "kurtosis", "kurtosis_mean")] == pytest.approx(expected, rel=1e-4)
     assert value[("contrastive_diverse", "kurtosis", "excess_kurtosis_mean")] == pytest.approx(expected - 3, rel=1e-3)
