@@ -11,8 +11,9 @@ import pandas as pd
 from ..models.factory import atomic_write_text
 from ..robustness import AVERAGE, plot_effective_robustness
 from ..robustness.plots import COLOURS
-from .finetune import GROUP, MODEL_NAME, WISE_GROUP, ZERO_SHOT
+from .finetune_config import GROUP, MODEL_NAME, WISE_GROUP, ZERO_SHOT
 from .report import _markdown_table, _pct, _pp
+
 
 def plot_wise(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, path_models: list[str],
               alphas: list[float], endpoint: str) -> Path:
@@ -138,15 +139,9 @@ def _per_shift_er(er: pd.DataFrame) -> pd.DataFrame:
     return table[order].map(_pp).reset_index()
 
 
-def write_finetune_report(run_dir, config, results: pd.DataFrame, er: pd.DataFrame, fits: pd.DataFrame,
-                          wise: pd.DataFrame, facts: dict, figures: list) -> Path:
-    """Write ``report.md`` of a fine-tuning run from its tables (`results`: this run's models only)."""
-    run_dir = Path(run_dir)
-    kurt = facts["kurtosis_id"]
+def _setup_lines(config, facts: dict) -> tuple[str, str, str]:
+    """The report's lines on fine-tuning, the linear probe and the shifts without ER (each may be empty)."""
     train = config.train
-    fit = fits.set_index("dataset").loc[AVERAGE]
-    shifts = [d for d in fits["dataset"] if d != AVERAGE]
-    sets = ", ".join(f"`{name}` ({n} images)" for name, n in facts["eval_sets"].items())
     probe_lines = [f"- linear probe: L2 penalty {m['probe']['weight_decay']:g} (held-out accuracy per penalty: "
                    + ", ".join(f"{float(k):g} → {_pct(v)}" for k, v in m["probe"]["held_out_accuracy"].items())
                    + f"), training accuracy {_pct(m['probe']['train_accuracy'])}"
@@ -160,6 +155,18 @@ def write_finetune_report(run_dir, config, results: pd.DataFrame, er: pd.DataFra
                   + ("flip and shift augmentation" if train.augment else "no augmentation")) if trained else ""
     skipped = (f"; no ER on {', '.join(f'`{d}`' for d in facts['shifts_without_baseline'])}, where fewer than 2 "
                f"baseline models have results" if facts["shifts_without_baseline"] else "")
+    return train_line, "\n".join(probe_lines), skipped
+
+
+def write_finetune_report(run_dir, config, results: pd.DataFrame, er: pd.DataFrame, fits: pd.DataFrame,
+                          wise: pd.DataFrame, facts: dict, figures: list) -> Path:
+    """Write ``report.md`` of a fine-tuning run from its tables (`results`: this run's models only)."""
+    run_dir = Path(run_dir)
+    kurt = facts["kurtosis_id"]
+    fit = fits.set_index("dataset").loc[AVERAGE]
+    shifts = [d for d in fits["dataset"] if d != AVERAGE]
+    sets = ", ".join(f"`{name}` ({n} images)" for name, n in facts["eval_sets"].items())
+    train_line, probe_line, skipped = _setup_lines(config, facts)
     per_mode = ", ".join(f"{m} {facts['modes'][m]['seconds']:.0f} s" for m in config.modes)
     figure_lines = [f"![{Path(p).stem}](figures/{Path(p).name})" for p in figures]
     text = f"""# Fine-tuning CLIP and what it costs in robustness
@@ -180,7 +187,7 @@ Wortsman et al. 2022: θ(α) = (1 − α)·θ_zero-shot + α·θ_fine-tuned) get
 - training data: {facts['data']['images']} labelled images ({config.labels} labels) from
   {len(config.sources)} source(s), {facts['image_size']}×{facts['image_size']} pixels
 {train_line}
-{chr(10).join(probe_lines)}
+{probe_line}
 - modes: {', '.join(f'`{m}`' for m in config.modes)}; WiSE-FT interpolates the zero-shot model and
   `{MODEL_NAME[config.modes[0]]}` (every tensor, the head included) at α = {', '.join(f'{a:g}' for a in wise['alpha'])}
 - evaluation: {sets}; `{config.id_name}` is in distribution
