@@ -93,20 +93,30 @@ def init_from_zero_shot(clip, tokenizer, spec: ModelSpec, templates: list[str], 
 
 def training_features(model: EvalModel, data, *, batch_size: int = 256, cache_dir=None,
                       progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image features (N, D) and labels (N,) of training data through the evaluation loop: in memory
-    (cached under `cache_dir`), or streamed (one epoch, a training batch at a time, not cached)."""
-    if not getattr(data, "streaming", False):
+    """Image features (N, D) and labels (N,) of training data through the evaluation loop: images
+    held in memory as one tensor are encoded at once (cached under `cache_dir`); image files decoded
+    per batch, or a stream (one epoch), a batch at a time, not cached."""
+    if torch.is_tensor(data.images) and not getattr(data, "streaming", False):
         encoded = encode(model, ImageTensors(data.images, data.labels), name="train", cache_dir=cache_dir,
                          batch_size=batch_size, progress=progress)
         return encoded.features, encoded.targets
     features, labels = [], []
-    for step in range(data.steps_per_epoch):
-        data.fetch(step)
-        batch = data.batch(torch.arange(data.batch_size))
+    for batch in _batches(data, batch_size):
         features.append(encode(model, ImageTensors(batch["images"], batch["labels"]), name="train",
-                               batch_size=data.batch_size, progress=False).features)
+                               batch_size=len(batch["labels"]), progress=False).features)
         labels.append(batch["labels"])
     return torch.cat(features), torch.cat(labels)
+
+
+def _batches(data, batch_size: int):
+    """The training data's batches in order: one epoch of a stream, else `batch_size` images at a time."""
+    if getattr(data, "streaming", False):
+        for step in range(data.steps_per_epoch):
+            data.fetch(step)
+            yield data.batch(torch.arange(data.batch_size))
+    else:
+        for start in range(0, len(data), batch_size):
+            yield data.batch(torch.arange(start, min(start + batch_size, len(data))))
 
 
 def fit_probe_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProbeSettings,
