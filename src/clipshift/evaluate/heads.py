@@ -90,7 +90,8 @@ class LinearHead:
 
     @torch.inference_mode()
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        return self.module(features)
+        parameter = next(self.module.parameters(), None) if isinstance(self.module, torch.nn.Module) else None
+        return self.module(features if parameter is None else features.to(parameter.device))  # features: on the CPU
 
 
 @dataclass

@@ -20,41 +20,20 @@ so step 0 *is* the zero-shot model. Modes:
 
 The first mode listed is the fine-tuned model that WiSE-FT interpolates (the head included).
 
-Configuration (YAML; every key but ``model``, ``sources``, ``eval_sets`` and ``baseline`` optional)::
-
-    out: runs/finetune
-    model: runs/quickstart/checkpoints/contrastive_diverse  # a clipshift CLIP checkpoint folder, or an
-    pretrained: null                  # open_clip architecture (ViT-B-32) with a local weights file here
-    modes: [full, linear-probe]       # full | linear-probe | lp-ft; the first is WiSE-FT's endpoint
-    classes: world                    # world | imagenet | a text file with one class name per line
-    templates: auto                   # auto (world's prompts for world classes, else openai) | world | openai
-                                      # | simple | a file with one {} template per line
-    labels: source                    # source (the sources' labels) | text_match (from captions)
-    synonyms: null
-    image_size: null                  # default: the model's input size
-    samples: null
-    seed: 0                           # data mixture, probe hold-out split, training order and augmentation
-    sources: [{type: csv, path: data/train.csv}]   # as in `clipshift train` (world, csv, imagenet_captions, webdataset)
-    train: {epochs: 10, batch_size: 256, lr: 3.0e-5, weight_decay: 0.1, warmup_steps: 500, checkpoint_every: 0}
-    probe: {weight_decay: [1.0e-8, 1.0e-7, 1.0e-6, 1.0e-5, 1.0e-4, 1.0e-3], max_iter: 1000, holdout: 0.2}
-    eval_root: null                   # folder the eval_sets are relative to
-    eval_sets: [test, v2, sketch]     # ImageFolder trees (names → folders as a mapping, or folders); with
-                                      # classes: imagenet, ImageNet-family names are read as distributed
-    id_dataset: null                  # the in-distribution set (default: the first)
-    baseline: runs/quickstart/results.csv   # any table `clipshift er` reads: its rows with group 'baseline'
-    baseline_filter: null             # (all rows without such), narrowed by a regular expression or in1k-only
-    alphas: [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1]
-    eval_batch_size: 256
-    bootstrap: 1000
-    requires: null                    # a sentence added to missing-input errors (how to make the inputs)
+Configuration: :mod:`.finetune_config` (the YAML keys, validation, input check). The models before
+training: :mod:`.finetune_model` (the starting point, the zero-shot head, the probe). Evaluation and
+tables: :mod:`.finetune_eval` (every model through :func:`clipshift.evaluate.loop.evaluate`). The
+report: :mod:`.finetune_report`.
 
 Run directory: ``config.yaml``, ``metrics.jsonl``, ``train_state/<mode>/step-*`` (resumable),
 ``checkpoints/<model>/`` (``zeroshot``, ``full``, ``linear_probe``, ``lp_ft`` and the best interior
 WiSE-FT α; kind ``zsclassifier``, read by ``clipshift eval --model`` and ``clipshift probe``),
 ``results.csv`` (the baseline rows and every model on every set, read by ``clipshift er``),
 ``er.csv``, ``fits.csv``, ``wise.csv``, ``figures/wise_*.png``, ``report.md``, ``report.html`` and
-``facts.json``. With the embedded world, ``world`` links to the evaluation sets' folder so that
-``clipshift probe --run`` reads the run like a quickstart run.
+``facts.json``; ``cache/`` holds the zero-shot head and the image features of every model on every set
+(and of the training data for the probe), so that a resumed run re-encodes only what changed. With
+the embedded world, ``world`` links to the evaluation sets' folder so that ``clipshift probe --run``
+reads the run like a quickstart run.
 """
 
 from __future__ import annotations
@@ -66,554 +45,98 @@ import platform
 import re
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 import torch
+import torch.distributed as dist
 import yaml
-from PIL import Image
-from torchvision.transforms.functional import pil_to_tensor
 
 from .. import __version__
-from .._progress import progress_bar
-from ..data import EvalImageFolder
-from ..data.imagenet import IMAGENET_SUITES, EvalSuite, SuiteDataset, open_suite, score
+from ..data.imagenet import EvalSuite
 from ..distributed import default_device, init_distributed_from_env
-from ..evaluate.linear_probe import fit_linear_probe, probe_logits
-from ..evaluate.zeroshot import top1_accuracy, zero_shot_weights
-from ..models.factory import MEAN, STD, ModelSpec, atomic_write_text, build_model, normalize_images, save_checkpoint
+from ..models.factory import ModelSpec, atomic_write_text, save_checkpoint
 from ..models.wise import interpolate_weights
-from ..probe.outliers import kurtosis
 from ..report_html import write_html_report
-from ..robustness import AVERAGE, compute_effective_robustness, read_results
-from ..robustness.tables import BASELINE_SELECTORS
-from ..train.loop import TrainConfig, train
+from ..robustness import AVERAGE, compute_effective_robustness
+from ..train.loop import train
+from .finetune_config import (GROUP, MODEL_NAME, MODES, WISE_GROUP, ZERO_SHOT, FinetuneConfig, ProbeSettings,
+                              check_inputs, load_finetune_config, mode_of, wise_name)
+from .finetune_eval import (Scores, evaluate_variants, fitted_shifts, open_eval_sets, read_baseline, results_table,
+                            variant_model, wise_table)
+from .finetune_model import (StartingPoint, fit_probe_head, init_from_zero_shot, load_clip,
+                             resolve_finetune_templates, training_features)
+from .finetune_report import plot_wise, write_finetune_report
 from .quickstart import Log
-from .config import read_settings
-from .train import TrainRunConfig, build_training_data, class_names_for
+from .train import build_training_data, class_names_for
 
-MODES = ("full", "linear-probe", "lp-ft")
-ZERO_SHOT = "zeroshot"
-MODEL_NAME = {"full": "full", "linear-probe": "linear_probe", "lp-ft": "lp_ft"}
-GROUP = {ZERO_SHOT: "zero-shot", "full": "full fine-tuning", "linear-probe": "linear probe", "lp-ft": "LP-FT"}
-WISE_GROUP = "WiSE-FT"
-DEFAULT_ALPHAS = [round(0.1 * i, 1) for i in range(11)]
-EVAL_CHUNK = 2048  # images decoded at once; every model variant scores a chunk before the next is decoded
-DECODE_THREADS = 4
-WEIGHT_FILES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-TEXT_CLASSES_PER_BATCH = 100  # zero-shot head built this many classes at a time (bounded memory for ImageNet)
+__all__ = ["run_finetune", "train_modes", "FinetuneConfig", "ProbeSettings", "load_finetune_config", "check_inputs",
+           "load_clip", "init_from_zero_shot", "fit_probe_head", "MODES", "MODEL_NAME", "ZERO_SHOT"]
 
 
 @dataclass
-class ProbeSettings:
-    """The linear probe's L2 penalty (a list: chosen by accuracy on a held-out `holdout` fraction of
-    the training data, then refitted on all of it) and L-BFGS iterations; Radford et al. sweep the
-    penalty on held-out data and run L-BFGS for at most 1000 iterations."""
+class Setup:
+    """What a run starts from: the CLIP model, the classes and prompts, the zsclassifier `spec`, the
+    evaluation sets (in-distribution first) and the baseline with the shifts it covers."""
 
-    weight_decay: float | list = field(default_factory=lambda: [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3])
-    max_iter: int = 1000
-    holdout: float = 0.2
-
-    def penalties(self) -> list[float]:
-        return [float(v) for v in (self.weight_decay if isinstance(self.weight_decay, list) else [self.weight_decay])]
-
-    def validate(self) -> "ProbeSettings":
-        values = self.penalties()
-        if not values or any(v < 0 for v in values):
-            raise ValueError(f"probe.weight_decay: expected a number >= 0 or a list of them, got {self.weight_decay!r}")
-        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, int) or self.max_iter < 1:
-            raise ValueError(f"probe.max_iter must be an integer >= 1, got {self.max_iter!r}")
-        if not 0 < self.holdout < 1:
-            raise ValueError(f"probe.holdout must be in (0, 1), got {self.holdout!r}")
-        return self
-
-
-def crabbe_recipe() -> TrainConfig:
-    """Crabbé et al.'s fine-tuning recipe: 10 epochs, batch 256, lr 3e-5, AdamW (weight decay 0.1),
-    cosine schedule after 500 warm-up steps."""
-    return TrainConfig(objective="finetune", epochs=10, batch_size=256, lr=3e-5, weight_decay=0.1, warmup_steps=500)
-
-
-@dataclass
-class FinetuneConfig:
-    out: str = "runs/finetune"
-    model: str = ""
-    pretrained: str | None = None
-    modes: list = field(default_factory=lambda: ["full"])
-    classes: str = "world"
-    templates: str = "auto"
-    labels: str = "source"
-    synonyms: str | None = None
-    image_size: int | None = None
-    samples: int | None = None
-    seed: int = 0
-    sources: list = field(default_factory=list)
-    train: TrainConfig = field(default_factory=crabbe_recipe)
-    probe: ProbeSettings = field(default_factory=ProbeSettings)
-    eval_root: str | None = None
-    eval_sets: list | dict = field(default_factory=list)
-    id_dataset: str | None = None
-    baseline: str | None = None
-    baseline_filter: str | None = None
-    alphas: list = field(default_factory=lambda: list(DEFAULT_ALPHAS))
-    eval_batch_size: int = 256
-    bootstrap: int = 1000
-    requires: str | None = None
-
-    def validate(self) -> "FinetuneConfig":
-        if not self.model:
-            raise ValueError("model: give the CLIP model to fine-tune (a clipshift checkpoint folder, or an open_clip "
-                             "architecture with pretrained: a weights file)")
-        if isinstance(self.modes, str):
-            self.modes = [self.modes]
-        unknown = [m for m in self.modes if m not in MODES]
-        if not self.modes or unknown or len(set(self.modes)) != len(self.modes):
-            raise ValueError(f"modes: expected distinct modes among {list(MODES)}, got {self.modes!r}")
-        if not self.sources:
-            raise ValueError("sources: need at least one labelled training source (as in `clipshift train`)")
-        if not isinstance(self.eval_sets, (list, dict)) or len(self.eval_sets) < 2:
-            raise ValueError(f"eval_sets: need the in-distribution set and at least one shift, got {self.eval_sets!r}")
-        if self.id_dataset is not None and self.id_dataset not in self.eval_paths():
-            raise ValueError(f"id_dataset {self.id_dataset!r} is not among the eval_sets {list(self.eval_paths())}")
-        if not self.baseline:
-            raise ValueError("baseline: effective robustness needs a table of baseline models (any results table "
-                             "`clipshift er` reads)")
-        bad = [a for a in self.alphas if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= 1] \
-            if isinstance(self.alphas, list) else [self.alphas]
-        if not self.alphas or bad:
-            raise ValueError(f"alphas: every WiSE-FT mixing weight must be a number in [0, 1], got {self.alphas!r}")
-        self.alphas = sorted({float(a) for a in self.alphas} | {0.0, 1.0})
-        for name in ("eval_batch_size", "bootstrap"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-        if self.baseline_filter is not None and self.baseline_filter not in BASELINE_SELECTORS:
-            re.compile(self.baseline_filter)
-        self.probe.validate()
-        self.train.objective = "finetune"  # cross-entropy through the head, whatever the file says
-        self.data_config()  # checks sources, labels and the training settings as `clipshift train` does
-        return self
-
-    def eval_paths(self) -> dict[str, Path]:
-        """Evaluation set name → folder (relative to `eval_root` when given)."""
-        root = Path(self.eval_root) if self.eval_root else Path()
-        if isinstance(self.eval_sets, dict):
-            return {str(name): root / str(path) for name, path in self.eval_sets.items()}
-        return {Path(str(path)).name: root / str(path) for path in self.eval_sets}
-
-    @property
-    def id_name(self) -> str:
-        return self.id_dataset or next(iter(self.eval_paths()))
-
-    def data_config(self, architecture: str = "clipshift-small", image_size: int | None = None) -> TrainRunConfig:
-        """The training data as `clipshift train` reads it (validated there): labelled images."""
-        return TrainRunConfig(out=self.out, architecture=architecture, objective="finetune", init_from=self.model,
-                              classes=self.classes, labels=self.labels, synonyms=self.synonyms,
-                              image_size=image_size or self.image_size or 32, samples=self.samples, seed=self.seed,
-                              sources=self.sources, train=replace(self.train)).validate()
-
-
-def load_finetune_config(path=None, overrides: dict | None = None) -> FinetuneConfig:
-    """The defaults, updated by the YAML file at `path`, then by dotted `overrides`; validated.
-    ``train.seed`` follows ``seed`` unless set."""
-    values = read_settings(path, overrides, "fine-tuning config")
-    sections = {"train": TrainConfig, "probe": ProbeSettings}
-    _check_keys(values, FinetuneConfig, "settings")
-    base = FinetuneConfig()
-    built = {}
-    for name, cls in sections.items():
-        given = values.pop(name, None) or {}
-        if not isinstance(given, dict):
-            raise ValueError(f"{name}: expected a mapping of settings, got {given!r}")
-        _check_keys(given, cls, name)
-        if name == "train" and "seed" not in given:
-            given["seed"] = values.get("seed", base.seed)
-        built[name] = cls(**{**asdict(getattr(base, name)), **given})
-    plain = {k: v for k, v in asdict(base).items() if k not in sections}
-    return FinetuneConfig(**{**plain, **values, **built}).validate()
-
-
-def _check_keys(values: dict, cls, where: str) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown {unknown}; known: {sorted(known)}")
-
-
-def check_inputs(config: FinetuneConfig) -> None:
-    """FileNotFoundError listing every input file or folder the configuration names that is missing,
-    followed by the configuration's `requires` sentence."""
-    wanted = [("model", config.model)] if _is_path(config.model) else []
-    if config.pretrained and (_is_path(config.pretrained) or config.pretrained.endswith(WEIGHT_FILES)):
-        wanted.append(("pretrained", config.pretrained))
-    for i, source in enumerate(config.sources):
-        for key in ("path", "json", "root"):
-            if source.get(key):
-                wanted.append((f"sources[{i}].{key}", source[key]))
-    wanted += [(f"eval_sets.{name}", path) for name, path in config.eval_paths().items()]
-    wanted.append(("baseline", config.baseline))
-    missing = [f"{key}: {path}" for key, path in wanted if not Path(path).exists()]
-    if missing:
-        hint = f"\n{config.requires}" if config.requires else ""
-        raise FileNotFoundError("missing inputs:\n  " + "\n  ".join(missing) + hint)
-
-
-def _is_path(name: str) -> bool:
-    """Whether a model or weights name is a path (not an open_clip name, tag or hub id)."""
-    return not name.startswith(("hf-hub:", "timm/")) and ("/" in name or "\\" in name)
-
-
-# --- the zero-shot classifier ------------------------------------------------------------------------------------
-
-@dataclass
-class StartingPoint:
-    """The CLIP model fine-tuning starts from, as :func:`load_clip` found it."""
-
-    clip: torch.nn.Module
-    tokenizer: Callable
-    architecture: str
-    pixel_mean: tuple
-    pixel_std: tuple
+    start: StartingPoint
+    class_names: list[str]
+    templates: list[str]
+    spec: ModelSpec
+    suites: list[EvalSuite]
+    baseline: pd.DataFrame
+    shifts: list[str]
+    skipped: list[str]
     image_size: int
-    name: str
-
-
-def load_clip(model: str, pretrained: str | None = None) -> StartingPoint:
-    """A CLIP model from this package's checkpoint folder, or an open_clip architecture with weights
-    (``pretrained``: a local file or an open_clip tag), through :func:`clipshift.models.load.load_model`."""
-    import open_clip
-
-    from ..models.load import load_model
-
-    loaded = load_model(model, pretrained)
-    if loaded.kind != "clip":
-        raise ValueError(f"model {model!r} is a {loaded.kind}, not a CLIP model: fine-tuning starts from a model "
-                         f"with an image and a text tower (the zero-shot head needs the text tower)")
-    architecture = loaded.metadata["architecture"]
-    if architecture.startswith("hf-hub:"):
-        raise ValueError(f"model {model!r}: give an open_clip architecture name with a local weights file "
-                         f"(pretrained:), so that checkpoints can be rebuilt without the hub")
-    if loaded.metadata.get("library") == "clipshift":
-        mean, std = MEAN, STD
-    else:
-        cfg = getattr(loaded.module.visual, "preprocess_cfg", {}) or {}
-        mean, std = cfg.get("mean", open_clip.OPENAI_DATASET_MEAN), cfg.get("std", open_clip.OPENAI_DATASET_STD)
-    size = open_clip.get_model_config(architecture)["vision_cfg"]["image_size"]
-    size = int(size[0] if isinstance(size, (tuple, list)) else size)
-    return StartingPoint(loaded.module.float().eval(), loaded.tokenizer, architecture, tuple(map(float, mean)),
-                         tuple(map(float, std)), size, loaded.name)
-
-
-def zero_shot_head(clip, tokenizer, class_names: list[str], templates: list[str]) -> torch.Tensor:
-    """(D, C) zero-shot classifier of :func:`~clipshift.evaluate.zeroshot.zero_shot_weights`, built
-    a batch of classes at a time."""
-    parts = [zero_shot_weights(clip, tokenizer, class_names[i : i + TEXT_CLASSES_PER_BATCH], templates)
-             for i in range(0, len(class_names), TEXT_CLASSES_PER_BATCH)]
-    return torch.cat(parts, dim=1).float().cpu()
-
-
-def init_from_zero_shot(clip, tokenizer, spec: ModelSpec, templates: list[str]) -> torch.nn.Module:
-    """A :class:`~clipshift.models.factory.ZeroShotClassifier` for `spec` (kind ``zsclassifier``) with
-    `clip`'s image tower and the head logit_scale · zero-shot weights (C, D), zero bias: its
-    predictions are the zero-shot model's (its logits are the zero-shot cosine similarities times
-    the logit scale)."""
-    if spec.kind != "zsclassifier":
-        raise ValueError(f"spec.kind must be 'zsclassifier', got {spec.kind!r}")
-    model = build_model(spec)
-    model.visual.load_state_dict(clip.visual.state_dict())
-    weights = zero_shot_head(clip, tokenizer, list(spec.class_names), templates)
-    with torch.no_grad():
-        model.head.weight.copy_(clip.logit_scale.exp().float().cpu() * weights.T)
-        model.head.bias.zero_()
-    return model.eval()
-
-
-def resolve_finetune_templates(spec: str, classes: str) -> list[str]:
-    """Prompt templates: ``world`` (the embedded world's), ``openai``, ``simple`` or a file; ``auto``
-    is ``world`` for the world's classes, else ``openai``."""
-    from ..evaluate.real import resolve_templates
-    from ..world.captions import ZERO_SHOT_TEMPLATES
-
-    if spec == "auto":
-        spec = "world" if classes == "world" else "openai"
-    return list(ZERO_SHOT_TEMPLATES) if spec == "world" else resolve_templates(spec)
-
-
-# --- linear probe ------------------------------------------------------------------------------------------------
-
-@torch.no_grad()  # not inference_mode: the probe's autograd reads these features
-def tower_features(model, data, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Image-tower features (N, D) and labels (N,) of training data, in memory or streamed (one epoch)."""
-    model.eval()
-    device = next(model.parameters()).device
-    feats, labels = [], []
-    if getattr(data, "streaming", False):
-        batches = []
-        for step in range(data.steps_per_epoch):
-            data.fetch(step)
-            batches.append(data.batch(torch.arange(data.batch_size)))
-    else:
-        batches = (data.batch(torch.arange(i, min(i + batch_size, len(data)))) for i in range(0, len(data), batch_size))
-    for batch in batches:
-        feats.append(model.encode_image(normalize_images(batch["images"].to(device))).float().cpu())
-        labels.append(batch["labels"])
-    return torch.cat(feats), torch.cat(labels)
-
-
-def fit_probe_head(features: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProbeSettings,
-                   init: tuple[torch.Tensor, torch.Tensor], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """The linear probe (W (C, D), b (C,)) on normalised features, warm-started at `init`; with several
-    penalties the one with the best held-out accuracy is refitted on all the data. The summary says
-    which penalty was used and each one's held-out accuracy."""
-    penalties = settings.penalties()
-    held_out, fitted = {}, {}
-    if len(penalties) > 1:
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
-        cut = max(1, int(settings.holdout * len(labels)))
-        val, fit = order[:cut], order[cut:]
-        for penalty in penalties:
-            fitted[penalty] = fit_linear_probe(features[fit], labels[fit], num_classes, weight_decay=penalty,
-                                               max_iter=settings.max_iter, init=init)
-            held_out[penalty] = top1_accuracy(probe_logits(features[val], *fitted[penalty]), labels[val])
-    chosen = max(penalties, key=lambda p: held_out.get(p, 0.0))  # the first of equals
-    w, b = fit_linear_probe(features, labels, num_classes, weight_decay=chosen, max_iter=settings.max_iter,
-                            init=fitted.get(chosen, init))  # the refit starts from the held-out fit
-    train_acc = top1_accuracy(probe_logits(features, w, b), labels)
-    return w, b, {"weight_decay": chosen, "held_out_accuracy": held_out, "train_accuracy": train_acc}
-
-
-# --- evaluation ----------------------------------------------------------------------------------------------------
-
-def open_eval_sets(config: FinetuneConfig, class_names: list[str]) -> list[EvalSuite]:
-    """The evaluation sets, in-distribution first: ImageNet-family suites read as distributed (with the
-    1000 ImageNet classes), any other folder as an ImageFolder tree over `class_names`."""
-    paths = config.eval_paths()
-    order = [config.id_name] + [n for n in paths if n != config.id_name]
-    suites = []
-    for name in order:
-        if name in IMAGENET_SUITES and len(class_names) == 1000:
-            suites.append(open_suite(name, paths[name]))
-            continue
-        folder = EvalImageFolder(paths[name], class_names)
-        partial = len(folder.class_indices) < len(class_names)
-        suites.append(EvalSuite(name=name, root=folder.root, samples=folder.samples,
-                                target_classes=[(i,) for i in range(len(class_names))], target_names=list(class_names),
-                                class_indices=folder.class_indices if partial else None, num_classes=len(class_names)))
-    return suites
-
-
-def _resize(size: int) -> Callable:
-    def transform(image: Image.Image) -> torch.Tensor:  # as the training data are read (clipshift.data.load_images)
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.BILINEAR)
-        return pil_to_tensor(image)
-
-    return transform
-
-
-@dataclass
-class Scores:
-    """Top-1 of every (model, dataset) and per-example kurtosis of every model's h on the id set."""
-
-    top1: dict = field(default_factory=dict)  # (model, dataset) → [correct, images]
-    skipped: dict = field(default_factory=dict)  # dataset → undecodable images
-    kurtosis: dict = field(default_factory=dict)  # model → list of (N,) tensors
-
-    def mean_kurtosis(self) -> dict[str, float]:
-        """Model → mean per-example kurtosis of h on the in-distribution set (constant rows left out)."""
-        out = {}
-        for model, parts in self.kurtosis.items():
-            k = torch.cat(parts)
-            out[model] = float(k[~torch.isnan(k)].mean())
-        return out
-
-
-@torch.inference_mode()
-def evaluate_variants(model, variants: dict[str, Callable[[], dict]], suites: list[EvalSuite], *, image_size: int,
-                      batch_size: int = 256, progress: bool = True) -> Scores:
-    """Score every model variant (name → a function giving its state dict, e.g. a WiSE-FT mixture)
-    on every suite with `model`'s architecture. Images are decoded once, a chunk at a time, and each
-    chunk is scored by every variant; undecodable images are skipped and counted. The kurtosis of h
-    (the tower's output) is recorded on the first (in-distribution) suite."""
-    device = next(model.parameters()).device
-    out = Scores()
-    total = sum(len(s) for s in suites) * len(variants)
-    with progress_bar(total=total, desc="evaluate", unit="img", enabled=progress) as bar, \
-            ThreadPoolExecutor(DECODE_THREADS) as pool:
-        for suite in suites:
-            dataset = SuiteDataset(suite, _resize(image_size))
-            for start in range(0, len(suite), EVAL_CHUNK):
-                items = list(pool.map(dataset.__getitem__, range(start, min(start + EVAL_CHUNK, len(suite)))))
-                kept = [item for item in items if item[0] is not None]
-                out.skipped[suite.name] = out.skipped.get(suite.name, 0) + len(items) - len(kept)
-                if not kept:
-                    bar.update(len(items) * len(variants))
-                    continue
-                images = torch.stack([item[0] for item in kept])
-                targets = torch.tensor([item[1] for item in kept])
-                for name, state in variants.items():
-                    model.load_state_dict(state())
-                    model.eval()
-                    h = torch.cat([model.encode_image(normalize_images(images[i : i + batch_size].to(device))).float()
-                                   for i in range(0, len(images), batch_size)])
-                    metrics = score(model.head(h).cpu(), targets, suite)
-                    counts = out.top1.setdefault((name, suite.name), [0.0, 0])
-                    counts[0] += metrics["top1"] * metrics["num_examples"]
-                    counts[1] += metrics["num_examples"]
-                    if suite is suites[0]:
-                        out.kurtosis.setdefault(name, []).append(kurtosis(h.cpu()))
-                    bar.update(len(items))
-    for suite in suites:
-        if not any(n for (_, d), (_, n) in out.top1.items() if d == suite.name):
-            raise ValueError(f"{suite.name}: none of the {len(suite)} images under {suite.root} could be decoded")
-    return out
-
-
-def read_baseline(config: FinetuneConfig) -> pd.DataFrame:
-    """The baseline models' rows: the table's rows with group 'baseline' (every row when it has none),
-    narrowed by `baseline_filter` (a regular expression searched in the model id, or ``in1k-only`` as
-    in ``clipshift er``); their group is set to 'baseline'."""
-    table = read_results(config.baseline)
-    if "group" in table.columns and (table["group"] == "baseline").any():  # e.g. a quickstart's results.csv
-        table = table[table["group"] == "baseline"]
-    if config.baseline_filter:
-        selector = BASELINE_SELECTORS.get(config.baseline_filter)
-        keep = (table["model"].astype(str).map(selector) if selector is not None
-                else table["model"].astype(str).str.contains(config.baseline_filter, regex=True))
-        table = table[keep.astype(bool)]
-    models = table["model"].nunique()
-    if models < 2:
-        raise ValueError(f"baseline {config.baseline}: {models} baseline model(s) (group 'baseline'"
-                         f"{', filter ' + repr(config.baseline_filter) if config.baseline_filter else ''}); "
-                         f"a line needs at least 2")
-    return table.assign(group="baseline").reset_index(drop=True)
-
-
-def fitted_shifts(baseline: pd.DataFrame, id_dataset: str, shifts: list[str]) -> tuple[list[str], list[str]]:
-    """The shifts with results of at least 2 baseline models (a line needs 2 points), and the others
-    (evaluated, without ER); ValueError when the id set or every shift lacks them."""
-    top1 = baseline[baseline["metric"] == "top1"]
-    counts = top1.groupby("dataset")["model"].nunique()
-    if counts.get(id_dataset, 0) < 2:
-        raise ValueError(f"baseline: fewer than 2 models have results on the id set {id_dataset!r}; its datasets: "
-                         f"{sorted(counts.index)}")
-    kept = [s for s in shifts if counts.get(s, 0) >= 2]
-    if not kept:
-        raise ValueError(f"baseline: no shift among {shifts} has results of 2 baseline models; its datasets: "
-                         f"{sorted(counts.index)}")
-    return kept, [s for s in shifts if s not in kept]
-
-
-# --- the recipe ----------------------------------------------------------------------------------------------------
-
-def wise_name(alpha: float, endpoint: str) -> str:
-    """The model id of θ(α): the zero-shot model at 0, the fine-tuned `endpoint` at 1, else ``wiseft_a<α>``."""
-    return ZERO_SHOT if alpha == 0 else endpoint if alpha == 1 else f"wiseft_a{alpha:g}"
+    zero_shot: torch.nn.Module | None = None
 
 
 def run_finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool = True,
                  quiet: bool = False) -> Path | None:
     """Fine-tune, interpolate, evaluate and report as configured; returns the path of report.md
-    (None on the other ranks of a ``torchrun`` job, which only train)."""
-    from .finetune_report import plot_wise, write_finetune_report
-
+    (None on the other ranks of a ``torchrun`` job, which train and help evaluate)."""
     config.validate()
     check_inputs(config)
     rank, _ = init_distributed_from_env()
     log, run_dir = Log(quiet or rank != 0), Path(config.out)
     progress = progress and rank == 0
     device = default_device()
+    setup = read_inputs(config)
+    prepare_run_dir(run_dir, resume=resume, rank=rank)
+    t = time.perf_counter()
+    setup.zero_shot = init_from_zero_shot(setup.start.clip.to(device), setup.start.tokenizer, setup.spec,
+                                          setup.templates, cache_dir=run_dir / "cache")
+    setup.start.clip.cpu()  # only the image tower is trained
+    log.step(f"zero-shot classifier from {setup.start.name}: {len(setup.class_names)} classes x "
+             f"{len(setup.templates)} templates", time.perf_counter() - t)
 
     t = time.perf_counter()
-    start = load_clip(config.model, config.pretrained)
-    class_names = class_names_for(config.classes)
-    templates = resolve_finetune_templates(config.templates, config.classes)
-    spec = ModelSpec("zsclassifier", start.architecture, class_names,
-                     metadata={"start": config.model, "pretrained": config.pretrained, "templates": len(templates),
-                               "pixel_mean": list(start.pixel_mean), "pixel_std": list(start.pixel_std)})
-    zero_shot = init_from_zero_shot(start.clip.to(device), start.tokenizer, spec, templates)
-    start.clip.cpu()  # only the image tower is trained
-    suites = open_eval_sets(config, class_names)
-    baseline = read_baseline(config)
-    shifts, skipped = fitted_shifts(baseline, config.id_name, [s.name for s in suites[1:]])
-    log.step(f"zero-shot classifier from {start.name}: {len(class_names)} classes x {len(templates)} templates",
-             time.perf_counter() - t)
-
-    image_size = config.image_size or start.image_size
-    data_config = config.data_config(start.architecture, image_size)
-    if rank == 0:
-        (run_dir / "figures").mkdir(parents=True, exist_ok=True)
-        if not resume:  # a fresh run: nothing of an earlier one stays
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-            for folder in ("train_state", "checkpoints"):
-                shutil.rmtree(run_dir / folder, ignore_errors=True)
-    t = time.perf_counter()
-    data, summary = build_training_data(data_config, start.tokenizer, progress=progress)
+    data_fn, summary = training_data(config, setup, progress=progress)
     if rank == 0:
         atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({**asdict(config), "data": summary}, sort_keys=False))
     log.step(f"training data: {summary['images']} images", time.perf_counter() - t)
 
-    def fresh_data():  # a stream cannot be rewound: each pass over it starts a new one
-        return build_training_data(data_config, start.tokenizer, progress=False)[0] \
-            if getattr(data, "streaming", False) else data
-
-    states, facts = train_modes(config, zero_shot, spec, fresh_data, device=device, resume=resume,
+    states, facts = train_modes(config, setup.zero_shot, setup.spec, data_fn, device=device, resume=resume,
                                 progress=progress, log=log)
+    states = rank_zero_states(states)
+    endpoint = MODEL_NAME[config.modes[0]]
+    if rank == 0:
+        for name, state in states.items():
+            mode = mode_of(name)
+            _save(setup.zero_shot, setup.spec, state, run_dir / "checkpoints" / name, name=name, group=GROUP[mode],
+                  mode=mode)
+    t = time.perf_counter()
+    scores = evaluate_models(config, setup, states, endpoint, device=device, progress=progress)
+    log.step(f"evaluated {len(scores.kurtosis)} models on {len(setup.suites)} sets", time.perf_counter() - t)
     if rank != 0:
         return None
 
-    endpoint = MODEL_NAME[config.modes[0]]
-    for name, state in states.items():
-        mode = next((m for m, n in MODEL_NAME.items() if n == name), ZERO_SHOT)
-        _save(zero_shot, spec, state, run_dir / "checkpoints" / name, name=name, group=GROUP[mode], mode=mode)
-
     t = time.perf_counter()
-    variants: dict[str, Callable[[], dict]] = {name: (lambda s=state: s) for name, state in states.items()}
-    for alpha in config.alphas:
-        if 0 < alpha < 1:
-            variants[wise_name(alpha, endpoint)] = \
-                lambda a=alpha: interpolate_weights(states[ZERO_SHOT], states[endpoint], a)
-    evaluator = copy.deepcopy(zero_shot).to(device)
-    scores = evaluate_variants(evaluator, variants, suites, image_size=image_size,
-                               batch_size=config.eval_batch_size, progress=progress)
-    log.step(f"evaluated {len(variants)} models on {len(suites)} sets", time.perf_counter() - t)
-
-    t = time.perf_counter()
-    results = _results_table(scores, config, endpoint)
-    table = pd.concat([baseline, results], ignore_index=True)
-    atomic_write_text(run_dir / "results.csv", table.to_csv(index=False))
-    er, fits = compute_effective_robustness(table, config.id_name, shifts, n_bootstrap=config.bootstrap,
-                                            baseline_models=list(baseline["model"].unique()), seed=config.seed)
-    atomic_write_text(run_dir / "er.csv", er.to_csv(index=False))
-    atomic_write_text(run_dir / "fits.csv", fits.to_csv(index=False))
-    kurtosis_id = scores.mean_kurtosis()
-    wise = wise_table(er, kurtosis_id, config.alphas, endpoint)
-    atomic_write_text(run_dir / "wise.csv", wise.to_csv(index=False))
-    best = wise.loc[wise["best"]].iloc[0]
-    for stale in (run_dir / "checkpoints").glob("wiseft_a*"):  # from a resumed run's earlier grid
-        shutil.rmtree(stale)
-    if 0 < best["alpha"] < 1:  # the model one would deploy: saved like the endpoints
-        _save(zero_shot, spec, interpolate_weights(states[ZERO_SHOT], states[endpoint], float(best["alpha"])),
-              run_dir / "checkpoints" / best["model"], name=best["model"], group=WISE_GROUP, mode="wise-ft",
-              alpha=float(best["alpha"]))
-    path_models = list(wise["model"])
-    datasets = [AVERAGE, *[d for d in fits["dataset"] if d != AVERAGE]]
-    figures = [plot_wise(er, fits, d, run_dir / "figures" / f"wise_{re.sub(r'[^A-Za-z0-9._-]', '_', d)}.png",
-                         path_models, list(wise["alpha"]), endpoint) for d in datasets]
-    _link_world(run_dir, config, suites)
+    results, er, fits, wise, figures = robustness(config, setup, states, scores, endpoint)
     log.step("effective robustness, WiSE-FT table and figures", time.perf_counter() - t)
-
-    facts.update({"start": start.name, "architecture": start.architecture, "classes": len(class_names),
-                  "templates": len(templates), "image_size": image_size, "data": summary,
-                  "eval_sets": {s.name: len(s) for s in suites}, "skipped_images": scores.skipped,
-                  "shifts_without_baseline": skipped, "kurtosis_id": kurtosis_id, "timings": log.timings,
-                  "seeds": {"seed": config.seed, "train.seed": config.train.seed, "bootstrap": config.seed},
-                  "seconds_total": round(time.perf_counter() - log.start, 1),
-                  "versions": {"clipshift": __version__, "torch": torch.__version__,
-                               "python": platform.python_version()}})
+    facts.update(run_facts(config, setup, summary, scores, log))
     report = write_finetune_report(run_dir, config, results, er, fits, wise, facts, figures)
     atomic_write_text(run_dir / "facts.json", json.dumps(facts, indent=2, default=float))
     write_html_report(run_dir)
@@ -622,13 +145,54 @@ def run_finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool
     return report
 
 
+def read_inputs(config: FinetuneConfig) -> Setup:
+    """The starting CLIP model, classes, templates, evaluation sets and baseline, each checked."""
+    start = load_clip(config.model, config.pretrained)
+    class_names = class_names_for(config.classes)
+    templates = resolve_finetune_templates(config.templates, config.classes)
+    spec = ModelSpec("zsclassifier", start.architecture, class_names,
+                     metadata={"start": config.model, "pretrained": config.pretrained, "templates": len(templates),
+                               "pixel_mean": list(start.pixel_mean), "pixel_std": list(start.pixel_std)})
+    suites = open_eval_sets(config, class_names)
+    baseline = read_baseline(config)
+    shifts, skipped = fitted_shifts(baseline, config.id_name, [s.name for s in suites[1:]])
+    return Setup(start, class_names, templates, spec, suites, baseline, shifts, skipped,
+                 config.image_size or start.image_size)
+
+
+def prepare_run_dir(run_dir: Path, *, resume: bool, rank: int) -> None:
+    """Make the run folder (rank 0); a fresh run first removes an earlier run's metrics, training
+    state, checkpoints and cache. Every rank waits for it under ``torchrun``."""
+    if rank == 0:
+        (run_dir / "figures").mkdir(parents=True, exist_ok=True)
+        if not resume:  # a fresh run: nothing of an earlier one stays
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            for folder in ("train_state", "checkpoints", "cache"):
+                shutil.rmtree(run_dir / folder, ignore_errors=True)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # no rank reads the cache before it is cleared
+
+
+def training_data(config: FinetuneConfig, setup: Setup, *, progress: bool) -> tuple[Callable, dict]:
+    """A function giving the labelled training data for one pass, and the data summary."""
+    data_config = config.data_config(setup.start.architecture, setup.image_size)
+    data, summary = build_training_data(data_config, setup.start.tokenizer, progress=progress)
+
+    def fresh_data():  # a stream cannot be rewound: each pass over it starts a new one
+        return build_training_data(data_config, setup.start.tokenizer, progress=False)[0] \
+            if getattr(data, "streaming", False) else data
+
+    return fresh_data, summary
+
+
 def train_modes(config: FinetuneConfig, zero_shot, spec: ModelSpec, data_fn: Callable, *, device, resume: bool = False,
                 progress: bool = True, log: Log | None = None) -> tuple[dict[str, dict], dict]:
     """Each of `config.modes` from the zero-shot classifier: the linear probe on the frozen tower's
-    features (fitted once, shared by ``linear-probe`` and ``lp-ft``), and training with the engine of
-    ``clipshift train`` (checkpoints in ``out/train_state/<model>``, resumable). `data_fn` gives the
-    training data for one pass. Returns the state dicts (CPU) by model name, the zero-shot one
-    included, and per-mode facts (probe penalty, loss history, seconds)."""
+    features (fitted once, shared by ``linear-probe`` and ``lp-ft``; the features cached under
+    ``out/cache``), and training with the engine of ``clipshift train`` (checkpoints in
+    ``out/train_state/<model>``, resumable). `data_fn` gives the training data for one pass. Returns
+    the state dicts (CPU) by model name, the zero-shot one included, and per-mode facts (probe
+    penalty, loss history, seconds)."""
     run_dir = Path(config.out)
     zs_state = {k: v.detach().clone() for k, v in zero_shot.state_dict().items()}
     states, facts, probed = {ZERO_SHOT: zs_state}, {"modes": {}}, None
@@ -637,7 +201,9 @@ def train_modes(config: FinetuneConfig, zero_shot, spec: ModelSpec, data_fn: Cal
         model, name, done = copy.deepcopy(zero_shot).to(device), MODEL_NAME[mode], facts["modes"].setdefault(mode, {})
         if mode in ("linear-probe", "lp-ft"):
             if probed is None:
-                features, labels = tower_features(model, data_fn(), config.eval_batch_size)
+                tower = variant_model(model, ZERO_SHOT, list(spec.class_names))
+                features, labels = training_features(tower, data_fn(), batch_size=config.eval_batch_size,
+                                                     cache_dir=run_dir / "cache", progress=progress)
                 init = (zs_state["head.weight"].float(), zs_state["head.bias"].float())
                 probed = fit_probe_head(features, labels, len(spec.class_names), config.probe, init, seed=config.seed)
             with torch.no_grad():
@@ -655,6 +221,70 @@ def train_modes(config: FinetuneConfig, zero_shot, spec: ModelSpec, data_fn: Cal
     return states, facts
 
 
+def rank_zero_states(states: dict[str, dict]) -> dict[str, dict]:
+    """Rank 0's models on every rank of a ``torchrun`` job (unchanged in one process): the ranks
+    evaluate one model together, each a shard of every set, and DDP leaves each rank with the
+    batch-norm statistics of its own last batch. Rank 0's are the ones saved."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return states
+    box = [states]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def evaluate_models(config: FinetuneConfig, setup: Setup, states: dict[str, dict], endpoint: str, *, device,
+                    progress: bool) -> Scores:
+    """Every trained model and every interior WiSE-FT α on every evaluation set (features cached
+    under ``out/cache``)."""
+    variants: dict[str, Callable[[], dict]] = {name: (lambda s=state: s) for name, state in states.items()}
+    for alpha in config.alphas:
+        if 0 < alpha < 1:
+            variants[wise_name(alpha, endpoint)] = \
+                lambda a=alpha: interpolate_weights(states[ZERO_SHOT], states[endpoint], a)
+    evaluator = copy.deepcopy(setup.zero_shot).to(device)
+    return evaluate_variants(evaluator, variants, setup.suites, class_names=setup.class_names,
+                             image_size=setup.image_size, batch_size=config.eval_batch_size,
+                             cache_dir=Path(config.out) / "cache", progress=progress)
+
+
+def robustness(config: FinetuneConfig, setup: Setup, states: dict[str, dict], scores: Scores, endpoint: str):
+    """results.csv, er.csv, fits.csv and wise.csv, the best interior WiSE-FT model's checkpoint and
+    the WiSE-FT figures; returns (results of this run's models, er, fits, wise, figure paths)."""
+    run_dir = Path(config.out)
+    results = results_table(scores, config, endpoint)
+    table = pd.concat([setup.baseline, results], ignore_index=True)
+    atomic_write_text(run_dir / "results.csv", table.to_csv(index=False))
+    er, fits = compute_effective_robustness(table, config.id_name, setup.shifts, n_bootstrap=config.bootstrap,
+                                            baseline_models=list(setup.baseline["model"].unique()), seed=config.seed)
+    atomic_write_text(run_dir / "er.csv", er.to_csv(index=False))
+    atomic_write_text(run_dir / "fits.csv", fits.to_csv(index=False))
+    wise = wise_table(er, scores.kurtosis, config.alphas, endpoint)
+    atomic_write_text(run_dir / "wise.csv", wise.to_csv(index=False))
+    best = wise.loc[wise["best"]].iloc[0]
+    for stale in (run_dir / "checkpoints").glob("wiseft_a*"):  # from a resumed run's earlier grid
+        shutil.rmtree(stale)
+    alpha = float(best["alpha"])
+    if 0 < alpha < 1:  # the model one would deploy: saved like the endpoints
+        _save(setup.zero_shot, setup.spec, interpolate_weights(states[ZERO_SHOT], states[endpoint], alpha),
+              run_dir / "checkpoints" / best["model"], name=best["model"], group=WISE_GROUP, mode="wise-ft", alpha=alpha)
+    datasets = [AVERAGE, *[d for d in fits["dataset"] if d != AVERAGE]]
+    figures = [plot_wise(er, fits, d, run_dir / "figures" / f"wise_{re.sub(r'[^A-Za-z0-9._-]', '_', d)}.png",
+                         list(wise["model"]), list(wise["alpha"]), endpoint) for d in datasets]
+    _link_world(run_dir, setup.suites)
+    return results, er, fits, wise, figures
+
+
+def run_facts(config: FinetuneConfig, setup: Setup, summary: dict, scores: Scores, log: Log) -> dict:
+    """What facts.json and the report say about the run beyond its tables."""
+    return {"start": setup.start.name, "architecture": setup.start.architecture, "classes": len(setup.class_names),
+            "templates": len(setup.templates), "image_size": setup.image_size, "data": summary,
+            "eval_sets": {s.name: len(s) for s in setup.suites}, "skipped_images": scores.skipped,
+            "shifts_without_baseline": setup.skipped, "kurtosis_id": scores.kurtosis, "timings": log.timings,
+            "seeds": {"seed": config.seed, "train.seed": config.train.seed, "bootstrap": config.seed},
+            "seconds_total": round(time.perf_counter() - log.start, 1),
+            "versions": {"clipshift": __version__, "torch": torch.__version__, "python": platform.python_version()}}
+
+
 def _save(template, spec: ModelSpec, state: dict, directory: Path, **metadata) -> None:
     model = copy.deepcopy(template)
     model.load_state_dict(state)
@@ -662,38 +292,7 @@ def _save(template, spec: ModelSpec, state: dict, directory: Path, **metadata) -
                     directory)
 
 
-def _results_table(scores: Scores, config: FinetuneConfig, endpoint: str) -> pd.DataFrame:
-    """Long results rows (``model,dataset,metric,value,num_examples,...``) of every evaluated model."""
-    mode_of = {n: m for m, n in MODEL_NAME.items()}
-    alphas = {wise_name(a, endpoint): a for a in config.alphas}
-    rows = []
-    for (model, dataset), (correct, n) in scores.top1.items():
-        mode = mode_of.get(model, ZERO_SHOT if model == ZERO_SHOT else "wise-ft")
-        rows.append(dict(model=model, dataset=dataset, metric="top1", value=correct / n, num_examples=n,
-                         images_skipped=scores.skipped.get(dataset, 0),
-                         group=WISE_GROUP if mode == "wise-ft" else GROUP[mode], mode=mode,
-                         alpha=alphas.get(model), start=config.model))
-    return pd.DataFrame(rows)
-
-
-def wise_table(er: pd.DataFrame, kurtosis_id: dict[str, float], alphas: list[float], endpoint: str) -> pd.DataFrame:
-    """One row per α: the model, ID and average shift accuracy, average ER with its interval, the mean
-    kurtosis of h on the id set, and ``best`` (the first α with the highest average shift accuracy)."""
-    avg = er[er["dataset"] == AVERAGE].set_index("model")
-    rows = []
-    for alpha in alphas:
-        model = wise_name(alpha, endpoint)
-        row = avg.loc[model]
-        rows.append(dict(alpha=alpha, model=model, id_accuracy=row["id_accuracy"], shift_accuracy=row["shift_accuracy"],
-                         effective_robustness=row["effective_robustness"], ci_low=row["ci_low"], ci_high=row["ci_high"],
-                         kurtosis=kurtosis_id[model]))
-    table = pd.DataFrame(rows)
-    table["best"] = False
-    table.loc[table["shift_accuracy"].idxmax(), "best"] = True
-    return table
-
-
-def _link_world(run_dir: Path, config: FinetuneConfig, suites: list[EvalSuite]) -> None:
+def _link_world(run_dir: Path, suites: list[EvalSuite]) -> None:
     """With every evaluation set in one folder that has the world's attribute tables, link
     ``run_dir/world`` to it, so that ``clipshift probe --run`` reads this run like a quickstart run."""
     roots = {Path(s.root).resolve().parent for s in suites}

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..formatting import markdown_table, pct, pp
 from ..models.factory import atomic_write_text
 from ..robustness import AVERAGE, plot_effective_robustness
 from ..robustness.plots import COLOURS
-from .finetune import GROUP, MODEL_NAME, WISE_GROUP, ZERO_SHOT
-from .report import _markdown_table, _pct, _pp
+from .finetune_config import GROUP, MODEL_NAME, WISE_GROUP, ZERO_SHOT
+
 
 def plot_wise(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, path_models: list[str],
               alphas: list[float], endpoint: str) -> Path:
@@ -49,11 +50,11 @@ def _change(before: float, after: float, what: str, fmt) -> str:
     if abs(after - before) < 5e-4:
         return f"left {what} at {fmt(after)}"
     verb = "raised" if after > before else "lowered"
-    return f"{verb} {what} from {fmt(before)} to {fmt(after)} ({_pp(after - before)})"
+    return f"{verb} {what} from {fmt(before)} to {fmt(after)} ({pp(after - before)})"
 
 
 def _er(row) -> str:
-    return f"{_pp(row['effective_robustness'])} [{_pp(row['ci_low'])}, {_pp(row['ci_high'])}]"
+    return f"{pp(row['effective_robustness'])} [{pp(row['ci_low'])}, {pp(row['ci_high'])}]"
 
 
 def findings(er: pd.DataFrame, wise: pd.DataFrame, modes: list[str], kurt: dict[str, float]) -> list[str]:
@@ -61,14 +62,14 @@ def findings(er: pd.DataFrame, wise: pd.DataFrame, modes: list[str], kurt: dict[
     kurtosis of its image embedding on the ID set)."""
     avg = er[er["dataset"] == AVERAGE].set_index("model")
     zs = avg.loc[ZERO_SHOT]
-    lines = [f"The **zero-shot** model: ID accuracy {_pct(zs['id_accuracy'])}, average shift accuracy "
-             f"{_pct(zs['shift_accuracy'])}, average ER {_er(zs)}."]
+    lines = [f"The **zero-shot** model: ID accuracy {pct(zs['id_accuracy'])}, average shift accuracy "
+             f"{pct(zs['shift_accuracy'])}, average ER {_er(zs)}."]
     for mode in modes:
         name = MODEL_NAME[mode]
         row = avg.loc[name]
-        changes = [_change(zs["id_accuracy"], row["id_accuracy"], "ID accuracy", _pct),
-                   _change(zs["shift_accuracy"], row["shift_accuracy"], "average shift accuracy", _pct),
-                   _change(zs["effective_robustness"], row["effective_robustness"], "average ER", _pp)]
+        changes = [_change(zs["id_accuracy"], row["id_accuracy"], "ID accuracy", pct),
+                   _change(zs["shift_accuracy"], row["shift_accuracy"], "average shift accuracy", pct),
+                   _change(zs["effective_robustness"], row["effective_robustness"], "average ER", pp)]
         overlap = row["ci_low"] <= zs["ci_high"] and zs["ci_low"] <= row["ci_high"]
         lines.append(f"**{GROUP[mode]}** (`{name}`) {changes[0]}, {changes[1]} and {changes[2]}: now {_er(row)}, "
                      f"an interval that {'overlaps' if overlap else 'does not overlap'} the zero-shot model's.")
@@ -79,18 +80,18 @@ def findings(er: pd.DataFrame, wise: pd.DataFrame, modes: list[str], kurt: dict[
     if 0 < best["alpha"] < 1 and above > 0:
         bulge = wise[wise["shift_accuracy"] > ends["shift_accuracy"].max()]
         lines.append(f"**WiSE-FT**: α = {best['alpha']:g} has the best average shift accuracy, "
-                     f"{_pct(best['shift_accuracy'])}: {_pp(best['shift_accuracy'] - ends['shift_accuracy'].iloc[0])} "
-                     f"above the zero-shot model and {_pp(best['shift_accuracy'] - ends['shift_accuracy'].iloc[1])} "
-                     f"above the fine-tuned one, at ID accuracy {_pct(best['id_accuracy'])} and average ER "
+                     f"{pct(best['shift_accuracy'])}: {pp(best['shift_accuracy'] - ends['shift_accuracy'].iloc[0])} "
+                     f"above the zero-shot model and {pp(best['shift_accuracy'] - ends['shift_accuracy'].iloc[1])} "
+                     f"above the fine-tuned one, at ID accuracy {pct(best['id_accuracy'])} and average ER "
                      f"{_er(best)}; "
                      f"{len(bulge)} of the {len(wise) - 2} interior α beat both endpoints.")
     else:
         which = "the zero-shot model" if best["alpha"] == 0 else f"the fine-tuned model (`{endpoint}`)"
         lines.append(f"**WiSE-FT**: no α beats both endpoints on average shift accuracy; the best is α = "
-                     f"{best['alpha']:g}, {which}, with {_pct(best['shift_accuracy'])}.")
+                     f"{best['alpha']:g}, {which}, with {pct(best['shift_accuracy'])}.")
     top_er = wise.loc[wise["effective_robustness"].idxmax()]
     er_above = top_er["effective_robustness"] - ends["effective_robustness"].max()
-    where = (f", {_pp(er_above)} above the better endpoint: at its ID accuracy ({_pct(top_er['id_accuracy'])}) it "
+    where = (f", {pp(er_above)} above the better endpoint: at its ID accuracy ({pct(top_er['id_accuracy'])}) it "
              f"is further above the baseline than either endpoint is at theirs" if er_above > 0 else
              ", an endpoint")
     lines.append(f"Along the path the highest average ER is at α = {top_er['alpha']:g}, {_er(top_er)}{where}.")
@@ -98,7 +99,7 @@ def findings(er: pd.DataFrame, wise: pd.DataFrame, modes: list[str], kurt: dict[
     for name in [MODEL_NAME[m] for m in modes if m != "linear-probe"]:
         dk = kurt[name] - kurt[ZERO_SHOT]
         der = avg.at[name, "effective_robustness"] - zs["effective_robustness"]
-        moves.append(f"{kurt[name]:.2f} after `{name}` ({dk:+.2f}, while average ER moved {_pp(der)}: "
+        moves.append(f"{kurt[name]:.2f} after `{name}` ({dk:+.2f}, while average ER moved {pp(der)}: "
                      f"{'the same way' if (dk > 0) == (der > 0) else 'opposite ways'})")
     if moves:
         lines.append(f"Kurtosis of the image embedding on the ID set (Crabbé et al.'s outlier-feature signature; 3 "
@@ -110,16 +111,16 @@ def findings(er: pd.DataFrame, wise: pd.DataFrame, modes: list[str], kurt: dict[
 
 def _model_table(er: pd.DataFrame, kurt: dict[str, float]) -> pd.DataFrame:
     avg = er[(er["dataset"] == AVERAGE) & ~er["is_baseline"].astype(bool)]
-    return pd.DataFrame({"model": avg["model"], "group": avg["group"], "ID accuracy": avg["id_accuracy"].map(_pct),
-                         "avg shift accuracy": avg["shift_accuracy"].map(_pct),
+    return pd.DataFrame({"model": avg["model"], "group": avg["group"], "ID accuracy": avg["id_accuracy"].map(pct),
+                         "avg shift accuracy": avg["shift_accuracy"].map(pct),
                          "average ER [95% CI]": [_er(r) for _, r in avg.iterrows()],
                          "kurtosis (ID)": [f"{kurt[m]:.2f}" if m in kurt else "" for m in avg["model"]]})
 
 
 def _wise_markdown(wise: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"α": wise["alpha"].map(lambda a: f"{a:g}"), "model": wise["model"],
-                         "ID accuracy": wise["id_accuracy"].map(_pct),
-                         "avg shift accuracy": wise["shift_accuracy"].map(_pct),
+                         "ID accuracy": wise["id_accuracy"].map(pct),
+                         "avg shift accuracy": wise["shift_accuracy"].map(pct),
                          "average ER [95% CI]": [_er(r) for _, r in wise.iterrows()],
                          "kurtosis (ID)": wise["kurtosis"].map(lambda k: f"{k:.2f}"),
                          "": wise["best"].map(lambda b: "**best shift accuracy**" if b else "")})
@@ -128,28 +129,22 @@ def _wise_markdown(wise: pd.DataFrame) -> pd.DataFrame:
 def _per_set(results: pd.DataFrame) -> pd.DataFrame:
     """Top-1 of every model on every evaluation set (in-distribution first)."""
     table = results.pivot_table(index="model", columns="dataset", values="value", sort=False)
-    return table[list(dict.fromkeys(results["dataset"]))].map(_pct).reset_index()
+    return table[list(dict.fromkeys(results["dataset"]))].map(pct).reset_index()
 
 
 def _per_shift_er(er: pd.DataFrame) -> pd.DataFrame:
     ours = er[~er["is_baseline"].astype(bool)]
     table = ours.pivot_table(index="model", columns="dataset", values="effective_robustness", sort=False)
     order = [d for d in table.columns if d != AVERAGE] + [AVERAGE]
-    return table[order].map(_pp).reset_index()
+    return table[order].map(pp).reset_index()
 
 
-def write_finetune_report(run_dir, config, results: pd.DataFrame, er: pd.DataFrame, fits: pd.DataFrame,
-                          wise: pd.DataFrame, facts: dict, figures: list) -> Path:
-    """Write ``report.md`` of a fine-tuning run from its tables (`results`: this run's models only)."""
-    run_dir = Path(run_dir)
-    kurt = facts["kurtosis_id"]
+def _setup_lines(config, facts: dict) -> tuple[str, str, str]:
+    """The report's lines on fine-tuning, the linear probe and the shifts without ER (each may be empty)."""
     train = config.train
-    fit = fits.set_index("dataset").loc[AVERAGE]
-    shifts = [d for d in fits["dataset"] if d != AVERAGE]
-    sets = ", ".join(f"`{name}` ({n} images)" for name, n in facts["eval_sets"].items())
     probe_lines = [f"- linear probe: L2 penalty {m['probe']['weight_decay']:g} (held-out accuracy per penalty: "
-                   + ", ".join(f"{float(k):g} → {_pct(v)}" for k, v in m["probe"]["held_out_accuracy"].items())
-                   + f"), training accuracy {_pct(m['probe']['train_accuracy'])}"
+                   + ", ".join(f"{float(k):g} → {pct(v)}" for k, v in m["probe"]["held_out_accuracy"].items())
+                   + f"), training accuracy {pct(m['probe']['train_accuracy'])}"
                    for m in facts["modes"].values() if "probe" in m][:1]
     trained = [m for m in config.modes if m != "linear-probe"]
     train_line = (f"- fine-tuning ({', '.join(f'`{MODEL_NAME[m]}`' for m in trained)}): {train.epochs} epochs, batch "
@@ -160,6 +155,18 @@ def write_finetune_report(run_dir, config, results: pd.DataFrame, er: pd.DataFra
                   + ("flip and shift augmentation" if train.augment else "no augmentation")) if trained else ""
     skipped = (f"; no ER on {', '.join(f'`{d}`' for d in facts['shifts_without_baseline'])}, where fewer than 2 "
                f"baseline models have results" if facts["shifts_without_baseline"] else "")
+    return train_line, "\n".join(probe_lines), skipped
+
+
+def write_finetune_report(run_dir, config, results: pd.DataFrame, er: pd.DataFrame, fits: pd.DataFrame,
+                          wise: pd.DataFrame, facts: dict, figures: list) -> Path:
+    """Write ``report.md`` of a fine-tuning run from its tables (`results`: this run's models only)."""
+    run_dir = Path(run_dir)
+    kurt = facts["kurtosis_id"]
+    fit = fits.set_index("dataset").loc[AVERAGE]
+    shifts = [d for d in fits["dataset"] if d != AVERAGE]
+    sets = ", ".join(f"`{name}` ({n} images)" for name, n in facts["eval_sets"].items())
+    train_line, probe_line, skipped = _setup_lines(config, facts)
     per_mode = ", ".join(f"{m} {facts['modes'][m]['seconds']:.0f} s" for m in config.modes)
     figure_lines = [f"![{Path(p).stem}](figures/{Path(p).name})" for p in figures]
     text = f"""# Fine-tuning CLIP and what it costs in robustness
@@ -180,7 +187,7 @@ Wortsman et al. 2022: θ(α) = (1 − α)·θ_zero-shot + α·θ_fine-tuned) get
 - training data: {facts['data']['images']} labelled images ({config.labels} labels) from
   {len(config.sources)} source(s), {facts['image_size']}×{facts['image_size']} pixels
 {train_line}
-{chr(10).join(probe_lines)}
+{probe_line}
 - modes: {', '.join(f'`{m}`' for m in config.modes)}; WiSE-FT interpolates the zero-shot model and
   `{MODEL_NAME[config.modes[0]]}` (every tensor, the head included) at α = {', '.join(f'{a:g}' for a in wise['alpha'])}
 - evaluation: {sets}; `{config.id_name}` is in distribution
@@ -193,19 +200,19 @@ Wortsman et al. 2022: θ(α) = (1 − α)·θ_zero-shot + α·θ_fine-tuned) get
 
 ## Every model (average over {', '.join(f'`{s}`' for s in shifts)})
 
-{_markdown_table(_model_table(er, kurt))}
+{markdown_table(_model_table(er, kurt))}
 
 ## WiSE-FT
 
-{_markdown_table(_wise_markdown(wise))}
+{markdown_table(_wise_markdown(wise))}
 
 ## Accuracy per evaluation set
 
-{_markdown_table(_per_set(results))}
+{markdown_table(_per_set(results))}
 
 ## Effective robustness per shift
 
-{_markdown_table(_per_shift_er(er))}
+{markdown_table(_per_shift_er(er))}
 
 ## Figures
 
