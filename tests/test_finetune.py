@@ -12,7 +12,9 @@ import yaml
 from safetensors.torch import load_file
 
 from clipshift.cli import main
-from clipshift.evaluate.zeroshot import encode_images, top1_accuracy, zero_shot_logits, zero_shot_weights
+from clipshift.evaluate.heads import ZeroShotHead, zero_shot_weights
+from clipshift.evaluate.loop import top1_accuracy
+from clipshift.models.interface import EvalModel
 from clipshift.models.factory import (ModelSpec, build_model, get_tokenizer, load_checkpoint, normalize_images,
                                       save_checkpoint)
 from clipshift.models.load import load_model
@@ -63,8 +65,10 @@ def _logits(model, images: torch.Tensor) -> torch.Tensor:
 def test_zero_shot_initialised_head_gives_the_zero_shot_predictions(clip):
     model, _ = _zero_shot(clip)
     images, labels = _images()
-    weights = zero_shot_weights(clip, get_tokenizer(ARCH), CLASS_NAMES, ZERO_SHOT_TEMPLATES)
-    reference = zero_shot_logits(encode_images(clip, images), weights)
+    wrapped = EvalModel.wrap(clip, "clip", tokenizer=get_tokenizer(ARCH))
+    weights = zero_shot_weights(wrapped, CLASS_NAMES, ZERO_SHOT_TEMPLATES)
+    with torch.no_grad():
+        reference = ZeroShotHead(weights)(wrapped.encode_image(images))
     logits = _logits(model, images)
     assert torch.allclose(logits, clip.logit_scale.exp() * reference, rtol=1e-5, atol=1e-5)
     assert torch.equal(logits.argmax(1), reference.argmax(1))
@@ -87,8 +91,9 @@ def test_open_clip_weights_file_keeps_its_pixel_statistics(tmp_path):
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (start.pixel_mean, start.pixel_std))
     with torch.inference_mode():
         features = start.clip.encode_image((images / 255.0 - mean) / std)
-    weights = zero_shot_weights(start.clip, start.tokenizer, CLASS_NAMES, ZERO_SHOT_TEMPLATES)
-    reference = start.clip.logit_scale.exp() * zero_shot_logits(features, weights)
+    weights = zero_shot_weights(EvalModel.wrap(start.clip, "clip", tokenizer=start.tokenizer), CLASS_NAMES,
+                                ZERO_SHOT_TEMPLATES)
+    reference = start.clip.logit_scale.exp() * ZeroShotHead(weights)(features)
     assert torch.allclose(_logits(model, images), reference, rtol=1e-4, atol=1e-4)
     save_checkpoint(model, spec, tmp_path / "zs")
     assert torch.equal(_logits(load_checkpoint(tmp_path / "zs")[0], images), _logits(model, images))

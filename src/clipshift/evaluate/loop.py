@@ -37,6 +37,13 @@ from .per_class import per_class_accuracy
 METRICS = ("top1", "top5", "mean_per_class_recall")
 
 
+def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of rows whose highest logit is the label's (float32 mean, as :func:`score` reports top1)."""
+    if len(labels) == 0:
+        raise ValueError("cannot compute accuracy on an empty dataset")
+    return float((logits.argmax(1) == labels).float().mean())
+
+
 @dataclass
 class ImageTensors:
     """An in-memory evaluation set: uint8 images (N, 3, H, W) and class labels (N,)."""

@@ -16,7 +16,7 @@ import torch
 from ..evaluate.heads import HeadSpec, build_head, resolve_templates
 from ..evaluate.linear_probe import fit_linear_probe, probe_logits
 from ..evaluate.loop import ImageTensors, encode
-from ..evaluate.zeroshot import top1_accuracy
+from ..evaluate.loop import top1_accuracy
 from ..models.factory import MEAN, STD, ModelSpec, build_model
 from ..models.interface import EvalModel
 from .finetune_config import ProbeSettings
