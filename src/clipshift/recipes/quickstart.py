@@ -34,6 +34,7 @@ from ..probe import probe_section
 from ..report_html import write_html_report
 from ..robustness import compute_effective_robustness, plot_all, plot_multi_id_fit
 from ..train.loop import TrainData, train
+from ..train.objectives import model_kind
 from ..world.adversarial import filter_adversarial
 from ..world.captions import BARE_TEMPLATE, ZERO_SHOT_TEMPLATES
 from ..world.export import export_caption_csv, export_imagefolder, plot_samples
@@ -283,7 +284,7 @@ def fit_effective_robustness(results: pd.DataFrame, run_dir: Path, seed: int):
 
 
 def _fit(config, entry, sets, tokenizer, run_dir, progress):
-    kind = "clip" if entry["objective"] == "contrastive" else "classifier"
+    kind = model_kind(entry["objective"])
     base = config.contrastive if kind == "clip" else config.supervised
     train_config = replace(base, epochs=entry["epochs"], seed=entry["seed"], augment=entry.get("augment", base.augment))
     spec = ModelSpec(kind, entry.get("architecture", config.architecture), list(CLASS_NAMES), metadata=entry)

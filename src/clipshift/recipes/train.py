@@ -70,13 +70,14 @@ from ..data.sources import (ClassSpace, class_space, csv_rows, imagenet_captions
                             subset_indices, world_rows)
 from ..models.factory import ModelSpec, atomic_write_text, build_model, get_tokenizer, save_checkpoint
 from ..train.loop import TrainConfig, TrainData, train
+from ..train.objectives import OBJECTIVES, needs
 from .config import read_settings
 
 __all__ = ["IN_MEMORY_MAX_IMAGES", "TrainRunConfig", "build_training_data", "check_sources", "class_names_for",
            "labelled_samples", "load_train_config", "read_imagenet_captions", "run_training"]
 
 IN_MEMORY_MAX_IMAGES = 20000  # in_memory: auto decodes file-backed images once up to this many, else per batch
-OBJECTIVE_KIND = {"contrastive": "clip", "supervised": "classifier", "finetune": "classifier", "simclr": "simclr"}
+OBJECTIVE_KIND = {name: objective.model_kind for name, objective in OBJECTIVES.items()}  # declared by each objective
 SUBSET_KEYS = {"size", "subset_seed"}
 SOURCE_KEYS = {
     "world": {"distribution", "size", "pool", "subset_seed", "seed", "weight", "type"},
@@ -313,9 +314,9 @@ def build_training_data(config: TrainRunConfig, tokenizer, progress: bool = True
     if matched is not None:
         summary.update(_match_summary(matched, true if any(part.labels is not None for part in parts) else None))
     tokens, labels = None, None
-    if config.objective == "contrastive":
+    if "tokens" in needs(config.objective):
         tokens = tokenizer(captions)
-    elif config.objective != "simclr":
+    elif "labels" in needs(config.objective):
         if config.labels == "source":
             missing = [i for i, part in enumerate(parts) if part.labels is None]
             if missing:
@@ -337,10 +338,10 @@ def _streaming_data(config: TrainRunConfig, tokenizer, class_names: list[str]):
 
     stream = ShardStream([s["urls"] for s in config.sources], [float(s.get("weight", 1.0)) for s in config.sources],
                          seed=config.seed, buffer=int(config.sources[0].get("buffer", 1000)))
-    objective = config.objective
-    needs_labels = objective in ("supervised", "finetune")
+    needs_labels = "labels" in needs(config.objective)
     data = StreamingData(stream, int(config.samples), config.train.batch_size, config.image_size,
-                         tokenizer=tokenizer if objective == "contrastive" else None, need_labels=needs_labels,
+                         tokenizer=tokenizer if "tokens" in needs(config.objective) else None,
+                         need_labels=needs_labels,
                          labeller=_matcher(config, class_names).match_many
                          if needs_labels and config.labels == "text_match" else None)
     return data, {"images": len(data), "streamed": True}
@@ -365,7 +366,7 @@ def check_sources(config: TrainRunConfig) -> list:
     if config.init_from and not (Path(config.init_from) / "model.safetensors").is_file():
         raise FileNotFoundError(f"init_from: {Path(config.init_from) / 'model.safetensors'} not found (expected the "
                                 f"checkpoint folder of an earlier run, e.g. RUN/model)")
-    needs_labels = config.objective in ("supervised", "finetune") and config.labels == "source"
+    needs_labels = "labels" in needs(config.objective) and config.labels == "source"
     read = []
     for i, source in enumerate(config.sources):
         kind, where = source["type"], f"sources[{i}] ({source['type']})"
@@ -375,7 +376,7 @@ def check_sources(config: TrainRunConfig) -> list:
                 get_distribution(source.get("distribution", "narrow"))
                 read.append(None)
             elif kind == "webdataset":
-                check_shards(source["urls"], need_caption=config.objective == "contrastive" or
+                check_shards(source["urls"], need_caption="tokens" in needs(config.objective) or
                              config.labels == "text_match", need_label=needs_labels)
                 read.append(None)
             else:

@@ -22,6 +22,8 @@ from ..models.factory import MEAN, STD
 
 
 class Contrastive:
+    model_kind = "clip"  # what each objective needs: the model it trains and the data fields of a batch
+    needs = ("images", "tokens")
     drop_last = True  # every step sees a full batch of negatives
 
     def __init__(self, config):
@@ -46,6 +48,8 @@ class Contrastive:
 
 
 class Supervised:
+    model_kind = "classifier"
+    needs = ("images", "labels")
     drop_last = False
 
     def __init__(self, config):
@@ -117,6 +121,8 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
 
 
 class SimCLR:
+    model_kind = "simclr"
+    needs = ("images",)  # two augmented views of each image are made inside the loss
     drop_last = True
 
     def __init__(self, config):
@@ -139,6 +145,16 @@ class SimCLR:
 
 
 OBJECTIVES = {"contrastive": Contrastive, "supervised": Supervised, "finetune": Supervised, "simclr": SimCLR}
+
+
+def model_kind(objective: str) -> str:
+    """The kind of model an objective trains (``clip``, ``classifier``, ``simclr``)."""
+    return get_objective(objective).model_kind
+
+
+def needs(objective: str) -> tuple[str, ...]:
+    """The batch fields an objective reads: images and, for some, tokens (captions) or labels."""
+    return get_objective(objective).needs
 
 
 def get_objective(name: str):
