@@ -125,7 +125,7 @@ def cmd_er(args) -> int:
     import warnings
 
     from .robustness import effective_robustness, plot_all
-    from .robustness._io import atomic_write_text
+    from .io import atomic_write_text
     from .robustness.tables import BASELINE_SELECTORS
 
     selector = BASELINE_SELECTORS.get(args.baseline_filter, args.baseline_filter)

@@ -33,7 +33,7 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from ..models.factory import atomic_write_text
+from ..io import atomic_write_text
 from ._defaults import AUC_THRESHOLD, DEFAULT_KS, DEFAULT_L2, MIN_EXAMPLES, OUTLIER_RATIO
 from .cka import cka_matrix
 from .concepts import concept_probes, count_concepts

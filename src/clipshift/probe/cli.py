@@ -191,7 +191,7 @@ def _probe_models(args, config) -> int:
     result.facts = {"representation": "the image encoder output h (CLIP: encode_image; timm: pre-logits features)",
                     "images": f"up to {max_images} images per dataset ({', '.join(s.name for s in suites)}).",
                     "seconds": time.perf_counter() - start}
-    from ..models.factory import atomic_write_text
+    from ..io import atomic_write_text
 
     atomic_write_text(out / "probe.md", markdown_section(result, heading="#"))
     _print_summary(result, out)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..models.factory import atomic_write_text
+from ..io import atomic_write_text
 
 AVG = "average"
 TWINS = (("supervised_diverse", "supervised_narrow"), ("contrastive_diverse", "contrastive_narrow"))

@@ -68,7 +68,8 @@ from ..data import TextMatcher
 from ..data.lazy import DECODE_THREADS, LazyImages
 from ..data.sources import (ClassSpace, class_space, csv_rows, imagenet_captions_rows, read_imagenet_captions,
                             subset_indices, world_rows)
-from ..models.factory import ModelSpec, atomic_write_text, build_model, get_tokenizer, save_checkpoint
+from ..io import atomic_write_text
+from ..models.factory import ModelSpec, build_model, get_tokenizer, save_checkpoint
 from ..train.loop import TrainConfig, TrainData, train
 from .config import read_settings
 

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ._io import atomic_write
+from ..io import atomic_write
 from .baseline import bootstrap_lines
 from .effective import AVERAGE, WEIGHT_PREFIX
 from .transforms import get_transform

@@ -29,7 +29,8 @@ import torch.distributed as dist
 from clipshift._progress import progress_bar
 
 from ..distributed import world as world_size
-from ..models.factory import ModelSpec, atomic_write_text, normalize_images, save_checkpoint
+from ..io import atomic_write_text
+from ..models.factory import ModelSpec, normalize_images, save_checkpoint
 from .objectives import get_objective
 
 LATEST = "latest"  # text file in the checkpoint folder naming the newest complete checkpoint

@@ -1,0 +1,35 @@
+"""clipshift.io: atomic writes (a reader sees the old file or the new one), readable by everyone."""
+
+import stat
+
+import pytest
+
+from clipshift.io import atomic_path, atomic_write, atomic_write_text
+
+
+def test_atomic_write_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("old")
+    assert atomic_write_text(path, "new ü\n") == path
+    assert path.read_text(encoding="utf-8") == "new ü\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert atomic_write(tmp_path / "b.bin", lambda f: f.write(b"\x00\x01"), binary=True).read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.bin"]
+
+
+def test_an_error_keeps_the_old_file_and_removes_the_temporary(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_text("old")
+
+    def fail(f):
+        f.write("partial")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(path, fail)
+    with pytest.raises(KeyError):
+        with atomic_path(path) as tmp:
+            tmp.write_text("partial")
+            raise KeyError("x")
+    assert path.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
