@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
+from ..formatting import pp
 from ..io import atomic_write_text
 from ._defaults import AUC_THRESHOLD, DEFAULT_KS, DEFAULT_L2, MIN_EXAMPLES, OUTLIER_RATIO
 from .cka import cka_matrix
@@ -246,7 +247,7 @@ def write_outputs(result: ProbeResult, out_dir, *, title_suffix: str = "") -> li
 
 
 def _pp(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.1f} pp"
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else pp(x)
 
 
 def _drop(x: float) -> str:

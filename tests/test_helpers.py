@@ -1,9 +1,12 @@
-"""clipshift.io: atomic writes (a reader sees the old file or the new one), readable by everyone."""
+"""The torch-free helpers: clipshift.io (atomic writes: a reader sees the old file or the new one,
+readable by everyone) and clipshift.formatting (numbers and tables as the reports write them)."""
 
 import stat
 
+import pandas as pd
 import pytest
 
+from clipshift.formatting import markdown_table, pct, pp
 from clipshift.io import atomic_path, atomic_write, atomic_write_text
 
 
@@ -33,3 +36,10 @@ def test_an_error_keeps_the_old_file_and_removes_the_temporary(tmp_path):
             raise KeyError("x")
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_percentages_points_and_markdown_tables():
+    assert (pct(0.4423), pct(1.0), pp(0.034), pp(-0.1251), pp(0.0)) == ("44.2%", "100.0%", "+3.4 pp", "-12.5 pp",
+                                                                          "+0.0 pp")
+    table = pd.DataFrame({"model": ["a", "b"], "r2": [0.98765, 0.5], "n": [3, 4]})
+    assert markdown_table(table) == "| model | r2 | n |\n|---|---|---|\n| a | 0.988 | 3 |\n| b | 0.500 | 4 |"
