@@ -16,8 +16,8 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset, default_collate
 from torchvision.transforms.functional import pil_to_tensor
-from clipshift._progress import progress_bar
 
+from ..progress import progress_bar
 from ._images import ImageDecodeError, check_size, decode_many, open_rgb, stack_into
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})

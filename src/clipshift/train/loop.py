@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from clipshift._progress import progress_bar
 
 from ..distributed import world as world_size
 from ..io import atomic_write_text
 from ..models.factory import ModelSpec, normalize_images, save_checkpoint
+from ..progress import progress_bar
 from .objectives import get_objective
 
 LATEST = "latest"  # text file in the checkpoint folder naming the newest complete checkpoint
