@@ -37,10 +37,10 @@ from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
 from ._images import ImageDecodeError, open_rgb
+from .imagefolder import IMAGE_EXTENSIONS, image_files, masked_topk
 from .imagenet_labels import EvalSuite, imagenet_label_strings, imagenet_wnids  # noqa: F401 (re-exported)
 from .imagenet_labels import label_index as _label_index, label_tuple as _label_tuple, wnid_index as _wnid_index
 from .imagenet_labels import wnid_tuple as _wnid_tuple
-from .imagefolder import IMAGE_EXTENSIONS, _image_files, masked_topk
 
 IMAGENET_SUITES: tuple[str, ...] = (
     "imagenet", "imagenet-v2", "imagenet-v2-threshold0.7", "imagenet-v2-top-images",
@@ -102,7 +102,7 @@ def _collect(name: str, root: Path, folders: list[Path], target_of: dict[str, in
     """(path, target) for the images of `folders`; ValueError naming an empty class folder."""
     samples: list[tuple[str, int]] = []
     for folder in folders:
-        files = _image_files(folder)
+        files = image_files(folder)
         if not files:
             raise ValueError(f"{name}: class folder {folder} has no images "
                              f"(extensions {sorted(IMAGE_EXTENSIONS)}, any case)")
