@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -259,6 +259,21 @@ def restrict_suite(suite: EvalSuite, classes) -> EvalSuite:
     from .imagenet_classes import restrict_suite as restrict
 
     return restrict(suite, classes)
+
+
+def open_suites(datasets: str, data_root=None, roots: Mapping[str, Path] | None = None) -> list[EvalSuite]:
+    """The suites named in `datasets` (comma-separated), each at its own folder in `roots` ({name:
+    folder}) or else under `data_root`. For ``clipshift eval`` and ``clipshift probe``: errors name
+    their flags (``--datasets``, ``--data-root``, ``--dataset-root``)."""
+    names = [d.strip() for d in datasets.split(",") if d.strip()]
+    unknown = [d for d in names if d not in IMAGENET_SUITES]
+    if unknown:
+        raise ValueError(f"--datasets: unknown {unknown}; known: {', '.join(IMAGENET_SUITES)}")
+    roots = dict(roots or {})
+    if data_root is None and any(d not in roots for d in names):
+        raise ValueError("give --data-root DIR (the folder where the datasets are unpacked) or "
+                         "--dataset-root NAME=DIR for every dataset")
+    return [open_suite(d, roots.get(d), data_root=data_root) for d in names]
 
 
 # ---- loading --------------------------------------------------------------------------------------
