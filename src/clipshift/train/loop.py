@@ -371,17 +371,22 @@ def _accumulate_gradients(run: _Run, rows: torch.Tensor, params) -> float:
         batch["images"] = normalize_images(images.to(run.device))
         weight = len(part) / len(local)
         sync = m == config.grad_accum - 1 or world == 1
-        context = run.trained.no_sync() if world > 1 and not sync else nullcontext()
-        with context, run.autocast:
+        with _sync_context(run, sync), run.autocast:
             loss = run.objective.loss(run.trained, batch,
                                       generator=_view_generator(config, run.step, run.rank, m)) * weight
-        with context:
+        with _sync_context(run, sync):
             loss.backward()
         batch_loss += loss.detach()
     if world > 1:
         dist.all_reduce(batch_loss)
         batch_loss /= world
     return batch_loss.item()
+
+
+def _sync_context(run: _Run, sync: bool):
+    """DDP's ``no_sync`` (no gradient all-reduce) for a micro-batch that is not the step's last, else
+    nothing. A new context each time: ``no_sync()`` can be entered only once."""
+    return run.trained.no_sync() if run.world > 1 and not sync else nullcontext()
 
 
 # --- after a step and an epoch: progress, hooks, log, checkpoints ------------------------------------------------
