@@ -356,7 +356,7 @@ def check_sources(config: TrainRunConfig) -> list:
     the first sample has an image and a caption), the first image of each file-backed source
     decodes, and ``size`` fits the samples left after the class filter. Returns the rows read
     (None for world and webdataset sources), for :func:`build_training_data`'s `read`."""
-    from ..data._images import decode_rgb
+    from ..data import decode_rgb
     from ..data.shards import check_shards
     from ..world.distributions import get_distribution
 
