@@ -15,7 +15,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from clipshift.data._images import ImageDecodeError
 from clipshift.data.imagenet import (DEFAULT_FOLDERS, IMAGENET_SUITES, EvalSuite, SuiteDataset,
-                                     imagenet_label_strings, imagenet_wnids, open_suite, score,
+                                     imagenet_label_strings, imagenet_wnids, open_suite, open_suites, score,
                                      suite_collate)
 from miniature_real import OBJECTNET_MAPPINGS
 from miniature_real import noise_image as _image
@@ -86,6 +86,18 @@ def test_sketch_extension_any_case_and_readme_ignored(tmp_path):
     assert suite.target_names == [TENCH, GOLDFISH]
     assert sorted(Path(p).name for p, t in suite.samples if t == 0) == ["a.jpeg", "b.PNG"]
     assert suite.class_indices is None
+
+
+def test_open_suites_under_a_data_root_or_at_their_own_roots(tmp_path):
+    _tree(tmp_path / "data" / "sketch", [TENCH], ".JPEG", per_class=1)
+    own = _tree(tmp_path / "elsewhere", [GOLDFISH], ".jpg", per_class=1)
+    suites = open_suites("imagenet-sketch, imagenet-r", tmp_path / "data", {"imagenet-r": own})
+    assert [(s.name, s.target_names) for s in suites] == [("imagenet-sketch", [TENCH]), ("imagenet-r", [GOLDFISH])]
+    assert [s.name for s in open_suites("imagenet-r", roots={"imagenet-r": own})] == ["imagenet-r"]
+    with pytest.raises(ValueError, match=r"--datasets: unknown \['imagenet-x'\]"):
+        open_suites("imagenet-x", tmp_path / "data")
+    with pytest.raises(ValueError, match="give --data-root DIR"):
+        open_suites("imagenet-sketch,imagenet-r", roots={"imagenet-r": own})
 
 
 @pytest.mark.parametrize("name", ["imagenet-r", "imagenet-a"])

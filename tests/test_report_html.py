@@ -3,11 +3,16 @@
 import base64
 import io
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+import clipshift
 from clipshift.cli import main
 from clipshift.report_html import write_html_report
 
@@ -99,6 +104,22 @@ def test_cli(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == f"report: {run_dir / 'report.html'}"
     assert main(["report", str(tmp_path / "missing")]) == 2
     assert "clipshift quickstart" in capsys.readouterr().err
+
+
+def test_report_command_imports_no_torch(tmp_path):
+    """`clipshift report` renders markdown and writes one file: it must not pay for torch (about 10 s).
+    In a fresh interpreter, so that what other tests imported does not count."""
+    run_dir = write_run(tmp_path / "run")
+    check = ("import sys; from clipshift.cli import main; code = main(['report', sys.argv[1]]); "
+             "heavy = sorted(m for m in ('torch', 'open_clip', 'timm', 'torchvision') if m in sys.modules); "
+             "print('heavy:', heavy); sys.exit(code)")
+    src = str(Path(clipshift.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+    run = subprocess.run([sys.executable, "-c", check, str(run_dir)], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "heavy: []" in run.stdout, run.stdout
+    assert (run_dir / "report.html").is_file()
 
 
 @pytest.fixture(scope="module")

@@ -70,10 +70,10 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("objective", ["supervised", "contrastive"])
-def test_torchrun_two_processes_follow_the_one_process_loss_curve(tmp_path, objective, free_port):
+@pytest.mark.parametrize("objective,grad_accum", [("supervised", 1), ("contrastive", 1), ("supervised", 2)])
+def test_torchrun_two_processes_follow_the_one_process_loss_curve(tmp_path, objective, grad_accum, free_port):
     changes = {"objective": objective, "labels": "source" if objective == "supervised" else "text_match",
-               "train": {"epochs": 2, "batch_size": 32}}
+               "train": {"epochs": 2, "batch_size": 32, "grad_accum": grad_accum}}
     one = _config(tmp_path, "one", **changes)
     assert main(["train", str(one), "--quiet"]) == 0
     two = _config(tmp_path, "two", **changes)

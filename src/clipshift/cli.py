@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from .options import dataset_roots, parse_pairs
+
 
 def _overrides(pairs: list[str]) -> dict:
     """``key=value`` pairs (values parsed as YAML: numbers, lists, mappings)."""
@@ -73,18 +75,6 @@ def cmd_world(args) -> int:
     return 0
 
 
-def parse_pairs(pairs: list[str] | None, flag: str, form: str) -> dict[str, str]:
-    """``NAME=VALUE`` command-line pairs (repeatable flags) as a dict, names stripped; ValueError
-    naming `flag` and the expected `form` for a pair without ``=``."""
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise ValueError(f"{flag}: expected {form}, got {pair!r}")
-        name, value = pair.split("=", 1)
-        out[name.strip()] = value
-    return out
-
-
 def _percent(x: float) -> str:
     return f"{100 * x:+.1f}"
 
@@ -125,7 +115,7 @@ def cmd_er(args) -> int:
     import warnings
 
     from .robustness import effective_robustness, plot_all
-    from .robustness._io import atomic_write_text
+    from .io import atomic_write_text
     from .robustness.tables import BASELINE_SELECTORS
 
     selector = BASELINE_SELECTORS.get(args.baseline_filter, args.baseline_filter)
@@ -161,28 +151,7 @@ def cmd_er(args) -> int:
     return 0
 
 
-def dataset_roots(pairs: list[str] | None) -> dict[str, Path]:
-    """``--dataset-root NAME=DIR`` pairs as {name: folder}."""
-    return {name: Path(root) for name, root in parse_pairs(pairs, "--dataset-root", "NAME=DIR").items()}
-
-
 DEFAULT_EVAL_DATASETS = ("imagenet", "imagenet-v2", "imagenet-sketch", "imagenet-r", "imagenet-a", "objectnet")
-
-
-def open_suites(datasets: str, data_root, dataset_root_pairs: list[str] | None) -> list:
-    """The ImageNet-family suites named in `datasets` (comma-separated), each found under
-    `data_root` or at its own ``--dataset-root NAME=DIR``."""
-    from .data.imagenet import IMAGENET_SUITES, open_suite
-
-    names = [d.strip() for d in datasets.split(",") if d.strip()]
-    unknown = [d for d in names if d not in IMAGENET_SUITES]
-    if unknown:
-        raise ValueError(f"--datasets: unknown {unknown}; known: {', '.join(IMAGENET_SUITES)}")
-    roots = dataset_roots(dataset_root_pairs)
-    if data_root is None and any(d not in roots for d in names):
-        raise ValueError("give --data-root DIR (the folder where the datasets are unpacked) or "
-                         "--dataset-root NAME=DIR for every dataset")
-    return [open_suite(d, roots.get(d), data_root=data_root) for d in names]
 
 
 def _eval_suites(args) -> tuple[list, list | None, list | None]:
@@ -190,7 +159,9 @@ def _eval_suites(args) -> tuple[list, list | None, list | None]:
     (None for ImageNet-family data: the defaults)."""
     if args.world is None:
         datasets = args.datasets or ",".join(DEFAULT_EVAL_DATASETS)
-        return open_suites(datasets, args.data_root, args.dataset_root), None, None
+        from .data.imagenet import open_suites
+
+        return open_suites(datasets, args.data_root, dataset_roots(args.dataset_root)), None, None
     from .evaluate.per_class import open_world_suites
     from .world.captions import ZERO_SHOT_TEMPLATES
     from .world.shapes import CLASS_NAMES

@@ -19,6 +19,7 @@ from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
 from . import __version__
+from .io import atomic_write_text
 
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
                ".gif": "image/gif", ".webp": "image/webp"}
@@ -107,8 +108,6 @@ def write_html_report(run_dir: str | Path, out: str | Path | None = None) -> Pat
     FileNotFoundError when the run directory, its report.md or an image it references is missing;
     ValueError for a remote image (the page must open offline) or an image type that cannot be embedded.
     """
-    from .models.factory import atomic_write_text  # imported here: that module loads torch and open_clip (~10 s)
-
     run_dir = Path(run_dir)
     page = render_html_report(run_dir)
     out = run_dir / "report.html" if out is None else Path(out)

@@ -12,7 +12,7 @@
   sources read into rows, class filters and nested subsets; :mod:`.shards`: webdataset streams.
 """
 
-from ._images import ImageDecodeError
+from ._images import ImageDecodeError, decode_rgb
 from .csv_source import ImageCaptionDataset, load_images, read_caption_table
 from .lazy import LazyImages
 from .imagefolder import (IMAGE_EXTENSIONS, EvalImageFolder, load_all, masked_argmax, masked_topk,
@@ -21,6 +21,6 @@ from .text_match import TextMatcher, match_report, read_synonyms
 
 __all__ = [
     "IMAGE_EXTENSIONS", "EvalImageFolder", "ImageCaptionDataset", "ImageDecodeError", "LazyImages", "TextMatcher",
-    "load_all", "load_images", "masked_argmax", "masked_topk", "match_report", "read_caption_table",
+    "decode_rgb", "load_all", "load_images", "masked_argmax", "masked_topk", "match_report", "read_caption_table",
     "read_synonyms", "skip_none_collate", "subset_mask",
 ]

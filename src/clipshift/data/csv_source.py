@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
-from clipshift._progress import progress_bar
 
+from ..progress import progress_bar
 from ._images import check_size, decode_many, open_rgb, stack_into
 
 _SHOW = 3  # how many offending rows an error message lists

@@ -16,14 +16,14 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset, default_collate
 from torchvision.transforms.functional import pil_to_tensor
-from clipshift._progress import progress_bar
 
+from ..progress import progress_bar
 from ._images import ImageDecodeError, check_size, decode_many, open_rgb, stack_into
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})
 
 
-def _image_files(folder: Path) -> list[Path]:
+def image_files(folder: Path) -> list[Path]:
     """Image files under `folder` (recursively, sorted, hidden entries skipped)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
@@ -31,6 +31,9 @@ def _image_files(folder: Path) -> list[Path]:
         found += [Path(dirpath) / f for f in sorted(filenames)
                   if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
     return found
+
+
+_image_files = image_files  # old private name, still imported by evaluate.per_class (being rewritten)
 
 
 def _class_index(root: Path, folders: list[Path], class_names: list[str],
@@ -77,7 +80,7 @@ class EvalImageFolder(Dataset):
         labels = _class_index(self.root, folders, self.class_names, folder_to_class or {})
         self.samples: list[tuple[str, int]] = []
         for folder in folders:
-            files = _image_files(folder)
+            files = image_files(folder)
             if not files:
                 raise ValueError(f"{self.root}: class folder {folder.name!r} has no images "
                                  f"(extensions {sorted(IMAGE_EXTENSIONS)})")

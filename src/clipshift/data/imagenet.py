@@ -30,17 +30,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
 from ._images import ImageDecodeError, open_rgb
+from .imagefolder import IMAGE_EXTENSIONS, image_files, masked_topk
 from .imagenet_labels import EvalSuite, imagenet_label_strings, imagenet_wnids  # noqa: F401 (re-exported)
 from .imagenet_labels import label_index as _label_index, label_tuple as _label_tuple, wnid_index as _wnid_index
 from .imagenet_labels import wnid_tuple as _wnid_tuple
-from .imagefolder import IMAGE_EXTENSIONS, _image_files, masked_topk
 
 IMAGENET_SUITES: tuple[str, ...] = (
     "imagenet", "imagenet-v2", "imagenet-v2-threshold0.7", "imagenet-v2-top-images",
@@ -102,7 +102,7 @@ def _collect(name: str, root: Path, folders: list[Path], target_of: dict[str, in
     """(path, target) for the images of `folders`; ValueError naming an empty class folder."""
     samples: list[tuple[str, int]] = []
     for folder in folders:
-        files = _image_files(folder)
+        files = image_files(folder)
         if not files:
             raise ValueError(f"{name}: class folder {folder} has no images "
                              f"(extensions {sorted(IMAGE_EXTENSIONS)}, any case)")
@@ -259,6 +259,21 @@ def restrict_suite(suite: EvalSuite, classes) -> EvalSuite:
     from .imagenet_classes import restrict_suite as restrict
 
     return restrict(suite, classes)
+
+
+def open_suites(datasets: str, data_root=None, roots: Mapping[str, Path] | None = None) -> list[EvalSuite]:
+    """The suites named in `datasets` (comma-separated), each at its own folder in `roots` ({name:
+    folder}) or else under `data_root`. For ``clipshift eval`` and ``clipshift probe``: errors name
+    their flags (``--datasets``, ``--data-root``, ``--dataset-root``)."""
+    names = [d.strip() for d in datasets.split(",") if d.strip()]
+    unknown = [d for d in names if d not in IMAGENET_SUITES]
+    if unknown:
+        raise ValueError(f"--datasets: unknown {unknown}; known: {', '.join(IMAGENET_SUITES)}")
+    roots = dict(roots or {})
+    if data_root is None and any(d not in roots for d in names):
+        raise ValueError("give --data-root DIR (the folder where the datasets are unpacked) or "
+                         "--dataset-root NAME=DIR for every dataset")
+    return [open_suite(d, roots.get(d), data_root=data_root) for d in names]
 
 
 # ---- loading --------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from clipshift._progress import progress_bar
 
+from ..progress import progress_bar
 from ._images import check_size, decode_many, decode_rgb, stack_into
 
 DECODE_THREADS = 4  # PIL decodes with the GIL released: threads overlap the file reads and decodes

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+# atomic_write_text is still imported from here by recipes.quickstart, finetune, finetune_report, the study's
+# report, data and run modules and evaluate.real (being rewritten); new code imports it from clipshift.io
+from ..io import atomic_path, atomic_write_text
 from . import convnet  # noqa: F401  (registers the timm image towers)
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
@@ -217,24 +219,9 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[nn.Module, ModelSpec]
 def save_safetensors_atomic(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
                             metadata: dict[str, str] | None = None) -> Path:
     """Write `tensors` as safetensors at `path` (folder created) through a temporary file in the same
-    folder and a rename, so a reader never sees a partial file."""
+    folder and a rename (:func:`clipshift.io.atomic_path`), so a reader never sees a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
-        pass
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp.name, metadata=metadata)
-        os.replace(tmp.name, path)
-    except BaseException:
-        Path(tmp.name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write `text` to `path` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as tmp:
-        tmp.write(text)
-    os.chmod(tmp.name, 0o644)  # temporary files are created owner-only; reports and configs are for sharing
-    os.replace(tmp.name, path)

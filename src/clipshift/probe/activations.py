@@ -37,10 +37,10 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from .._progress import progress_bar
 from ..evaluate.heads import ZeroShotHead
 from ..models.factory import save_safetensors_atomic
 from ..models.interface import EvalModel, as_eval_model, state_digest
+from ..progress import progress_bar
 
 CACHE_VERSION = 1
 

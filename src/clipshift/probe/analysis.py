@@ -33,7 +33,8 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from ..models.factory import atomic_write_text
+from ..formatting import pp
+from ..io import atomic_write_text
 from ._defaults import AUC_THRESHOLD, DEFAULT_KS, DEFAULT_L2, MIN_EXAMPLES, OUTLIER_RATIO
 from .cka import cka_matrix
 from .concepts import concept_probes, count_concepts
@@ -125,100 +126,142 @@ def analyze(models: Sequence[ModelProbe], id_dataset: str, shift_datasets: Seque
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate model names: {names}")
     shift_datasets = list(shift_datasets)
-    rows, summary, profiles, pruning_tables, probes = [], [], {}, [], {}
+    rows, summary, profiles, pruning_tables = [], [], {}, []
     for m in models:
-        if id_dataset not in m.sets:
-            raise ValueError(f"{m.name}: no representations of the in-distribution set {id_dataset!r}")
-        h_id = m.sets[id_dataset][0].float()
-        stats = kurtosis_summary(h_id)
-        rows += _rows(m.name, "kurtosis", stats)
-        profile = activation_profile(h_id)
-        ratios = profile["ratio_to_median"].to_numpy()
-        profiles[m.name] = ratios
-        outliers = profile[profile["ratio_to_median"] > config.outlier_ratio]
-        rows += _rows(m.name, "outliers", {"ratio_threshold": config.outlier_ratio, "count": len(outliers),
-                                           "max_ratio": float(ratios[0]),
-                                           **{f"dim_{int(d)}": r for d, r in zip(outliers["dim"], outliers["ratio_to_median"])}})
-        for layer, acts in m.layers.items():
-            rows += _rows(m.name, f"kurtosis@{layer}", kurtosis_summary(acts))
-            lp = activation_profile(acts)
-            lo = lp[lp["ratio_to_median"] > config.outlier_ratio]
-            rows += _rows(m.name, f"outliers@{layer}", {"count": len(lo), "max_ratio": float(lp["ratio_to_median"].iloc[0]),
-                                                        **{f"dim_{int(d)}": r for d, r in zip(lo["dim"], lo["ratio_to_median"])}})
-        width = len(str(len(ratios) - 1))
-        rows += _rows(m.name, "magnitude", {f"rank_{r:0{width}d}": v for r, v in enumerate(ratios)})
-
-        sets = {name: m.sets[name] for name in [id_dataset, *shift_datasets] if name in m.sets}
-        prune = pruning_experiment(sets, m.head, profile["dim"].to_numpy(), ks=config.ks,
-                                   random_repeats=config.random_repeats, seed=config.seed, scorers=m.scorers)
-        prune.insert(0, "model", m.name)
-        pruning_tables.append(prune)
-        shifts_here = [s for s in shift_datasets if s in sets]
-        mean_acc = prune.groupby(["selection", "k", "dataset"], as_index=False)["accuracy"].mean()
-        values = {f"{r.selection}/k={r.k}/{r.dataset}": r.accuracy for r in mean_acc.itertuples()}
-        pr = summarize_pruning(prune, id_dataset, shifts_here)
-        if shifts_here:
-            values.update({f"{r.selection}/k={r.k}/shift_average": r.shift_accuracy for r in pr.itertuples()})
-        rows += _rows(m.name, "pruning", values)
-        pruned_ks = sorted(set(pr["k"]) - {0})
-        # the k quoted: summary_k if it was run, else the largest k run below it, else the smallest
-        k = max([x for x in pruned_ks if x <= config.summary_k], default=min(pruned_ks, default=0))
-        at_k = pr[pr["k"] == k].set_index("selection") if k else None
-        base = pr[pr["selection"] == "none"].iloc[0]
-        entry = {"model": m.name, "group": m.group, "n_dims": int(h_id.shape[1]),
-                 **{key: stats[key] for key in ("kurtosis_mean", "kurtosis_std", "kurtosis_sem",
-                                                "excess_kurtosis_mean", "n_examples")},
-                 "outliers": len(outliers), "max_ratio": float(ratios[0]),
-                 "id_accuracy": base["id_accuracy"], "shift_accuracy": base["shift_accuracy"], "prune_k": k}
-        for sel in ("largest", "random"):
-            for col in ("id_drop", "shift_drop"):
-                entry[f"{col}_{sel}"] = float(at_k.at[sel, col]) if at_k is not None and sel in at_k.index else np.nan
+        model_rows, entry, profiles[m.name], prune = _probe_model(m, id_dataset, shift_datasets, config)
+        rows += model_rows
         summary.append(entry)
-
+        pruning_tables.append(prune)
     concepts_long = None
     if concept_labels is not None and all(m.concept_features is not None for m in models):
-        for m in models:
-            probes[m.name] = concept_probes(m.concept_features, concept_labels, test_fraction=config.test_fraction,
-                                            seed=config.seed, l2=config.l2, threshold=config.auc_threshold,
-                                            min_examples=config.min_examples)
-        counts = count_concepts(probes).set_index("model")
-        concepts_long = pd.concat([t.assign(model=name) for name, t in probes.items()], ignore_index=True)
-        for entry in summary:
-            c = counts.loc[entry["model"]]
-            entry.update({"concepts_evaluated": int(c["evaluated"]), "concepts_encoded": int(c["encoded"]),
-                          "concepts_unique": int(c["unique"]), "concept_mean_auc": float(c["mean_auc"])})
-            table = probes[entry["model"]]
-            rows += _rows(entry["model"], "concept_auc",
-                          dict(zip(table.loc[table["evaluated"], "concept"], table.loc[table["evaluated"], "auc"])))
-            rows += _rows(entry["model"], "concepts", {"evaluated": c["evaluated"], "encoded": c["encoded"],
-                                                       "unique": c["unique"], "mean_auc": c["mean_auc"],
-                                                       "auc_threshold": config.auc_threshold})
-
-    cka = None
-    if len(models) > 1:
-        n_id = {m.sets[id_dataset][0].shape[0] for m in models}
-        if len(n_id) == 1:
-            cka = cka_matrix({m.name: m.sets[id_dataset][0] for m in models}, batch_size=config.cka_batch_size,
-                             seed=config.seed)
-            for name in cka.index:
-                rows += _rows(name, "cka", {other: cka.at[name, other] for other in cka.columns if other != name})
-
-    summary = pd.DataFrame(summary)
-    if er is not None and len(er):
-        keep = [c for c in ("model", "effective_robustness", "ci_low", "ci_high") if c in er.columns]
-        summary = summary.merge(er[keep], on="model", how="left")
-        if "group" in er.columns:
-            groups = {m: g for m, g in zip(er["model"], er["group"]) if isinstance(g, str) and g}
-            summary["group"] = [groups.get(m, g) for m, g in zip(summary["model"], summary["group"])]
-        for r in summary.dropna(subset=["effective_robustness"]).itertuples():
-            rows += _rows(r.model, "effective_robustness",
-                          {"average": r.effective_robustness,
-                           **({"ci_low": r.ci_low, "ci_high": r.ci_high} if "ci_low" in summary.columns else {})})
-    else:
-        summary["effective_robustness"] = np.nan
+        concept_rows, concepts_long = _probe_concepts(models, concept_labels, summary, config)
+        rows += concept_rows
+    cka, cka_rows = _cka(models, id_dataset, config)
+    rows += cka_rows
+    summary, er_rows = _join_effective_robustness(pd.DataFrame(summary), er)
+    rows += er_rows
     table = pd.DataFrame(rows, columns=["model", "analysis", "key", "value"])
     return ProbeResult(table, summary, profiles, cka, pd.concat(pruning_tables, ignore_index=True), concepts_long,
                        config, id_dataset, shift_datasets)
+
+
+def _probe_model(m: ModelProbe, id_dataset: str, shift_datasets: list[str], config: ProbeConfig):
+    """One model's probe.csv rows (kurtosis, outliers, hooked layers, magnitudes, pruning), its summary
+    entry, its per-dimension ratios to the median (sorted) and its pruning table."""
+    if id_dataset not in m.sets:
+        raise ValueError(f"{m.name}: no representations of the in-distribution set {id_dataset!r}")
+    h_id = m.sets[id_dataset][0].float()
+    stats = kurtosis_summary(h_id)
+    rows = _rows(m.name, "kurtosis", stats)
+    profile = activation_profile(h_id)
+    ratios = profile["ratio_to_median"].to_numpy()
+    outliers = profile[profile["ratio_to_median"] > config.outlier_ratio]
+    rows += _rows(m.name, "outliers", {"ratio_threshold": config.outlier_ratio, "count": len(outliers),
+                                       "max_ratio": float(ratios[0]), **_outlier_dims(outliers)})
+    for layer, acts in m.layers.items():
+        rows += _rows(m.name, f"kurtosis@{layer}", kurtosis_summary(acts))
+        lp = activation_profile(acts)
+        lo = lp[lp["ratio_to_median"] > config.outlier_ratio]
+        rows += _rows(m.name, f"outliers@{layer}", {"count": len(lo), "max_ratio": float(lp["ratio_to_median"].iloc[0]),
+                                                    **_outlier_dims(lo)})
+    width = len(str(len(ratios) - 1))
+    rows += _rows(m.name, "magnitude", {f"rank_{r:0{width}d}": v for r, v in enumerate(ratios)})
+    prune, pruned, values = _pruning(m, id_dataset, shift_datasets, profile["dim"].to_numpy(), config)
+    rows += _rows(m.name, "pruning", values)
+    entry = {"model": m.name, "group": m.group, "n_dims": int(h_id.shape[1]),
+             **{key: stats[key] for key in ("kurtosis_mean", "kurtosis_std", "kurtosis_sem",
+                                            "excess_kurtosis_mean", "n_examples")},
+             "outliers": len(outliers), "max_ratio": float(ratios[0]), **_pruning_summary(pruned, config)}
+    return rows, entry, ratios, prune
+
+
+def _outlier_dims(outliers: pd.DataFrame) -> dict:
+    """``dim_<j>``: ratio to the median of each outlier dimension j."""
+    return {f"dim_{int(d)}": r for d, r in zip(outliers["dim"], outliers["ratio_to_median"])}
+
+
+def _pruning(m: ModelProbe, id_dataset: str, shift_datasets: list[str], order: np.ndarray, config: ProbeConfig):
+    """Pruning on the sets the model has: the long table, its summary per (selection, k) and the
+    probe.csv values (accuracy per set, and over the shift sets)."""
+    sets = {name: m.sets[name] for name in [id_dataset, *shift_datasets] if name in m.sets}
+    prune = pruning_experiment(sets, m.head, order, ks=config.ks, random_repeats=config.random_repeats,
+                               seed=config.seed, scorers=m.scorers)
+    prune.insert(0, "model", m.name)
+    shifts_here = [s for s in shift_datasets if s in sets]
+    mean_acc = prune.groupby(["selection", "k", "dataset"], as_index=False)["accuracy"].mean()
+    values = {f"{r.selection}/k={r.k}/{r.dataset}": r.accuracy for r in mean_acc.itertuples()}
+    pruned = summarize_pruning(prune, id_dataset, shifts_here)
+    if shifts_here:
+        values.update({f"{r.selection}/k={r.k}/shift_average": r.shift_accuracy for r in pruned.itertuples()})
+    return prune, pruned, values
+
+
+def _pruning_summary(pruned: pd.DataFrame, config: ProbeConfig) -> dict:
+    """Accuracies without pruning and the drops at the k quoted: summary_k if it was run, else the
+    largest k run below it, else the smallest."""
+    pruned_ks = sorted(set(pruned["k"]) - {0})
+    k = max([x for x in pruned_ks if x <= config.summary_k], default=min(pruned_ks, default=0))
+    at_k = pruned[pruned["k"] == k].set_index("selection") if k else None
+    base = pruned[pruned["selection"] == "none"].iloc[0]
+    entry = {"id_accuracy": base["id_accuracy"], "shift_accuracy": base["shift_accuracy"], "prune_k": k}
+    for sel in ("largest", "random"):
+        for col in ("id_drop", "shift_drop"):
+            entry[f"{col}_{sel}"] = float(at_k.at[sel, col]) if at_k is not None and sel in at_k.index else np.nan
+    return entry
+
+
+def _probe_concepts(models: Sequence[ModelProbe], concept_labels: pd.DataFrame, summary: list[dict],
+                    config: ProbeConfig) -> tuple[list[dict], pd.DataFrame]:
+    """Concept probes of every model: probe.csv rows (``concept_auc``, ``concepts``) and the long
+    table; each model's counts are added to its `summary` entry."""
+    probes = {m.name: concept_probes(m.concept_features, concept_labels, test_fraction=config.test_fraction,
+                                     seed=config.seed, l2=config.l2, threshold=config.auc_threshold,
+                                     min_examples=config.min_examples) for m in models}
+    counts = count_concepts(probes).set_index("model")
+    concepts_long = pd.concat([t.assign(model=name) for name, t in probes.items()], ignore_index=True)
+    rows = []
+    for entry in summary:
+        c = counts.loc[entry["model"]]
+        entry.update({"concepts_evaluated": int(c["evaluated"]), "concepts_encoded": int(c["encoded"]),
+                      "concepts_unique": int(c["unique"]), "concept_mean_auc": float(c["mean_auc"])})
+        table = probes[entry["model"]]
+        rows += _rows(entry["model"], "concept_auc",
+                      dict(zip(table.loc[table["evaluated"], "concept"], table.loc[table["evaluated"], "auc"])))
+        rows += _rows(entry["model"], "concepts", {"evaluated": c["evaluated"], "encoded": c["encoded"],
+                                                   "unique": c["unique"], "mean_auc": c["mean_auc"],
+                                                   "auc_threshold": config.auc_threshold})
+    return rows, concepts_long
+
+
+def _cka(models: Sequence[ModelProbe], id_dataset: str, config: ProbeConfig) -> tuple[pd.DataFrame | None, list[dict]]:
+    """CKA between the models on `id_dataset` (2+ models with the same number of examples) and its rows."""
+    if len(models) < 2 or len({m.sets[id_dataset][0].shape[0] for m in models}) != 1:
+        return None, []
+    cka = cka_matrix({m.name: m.sets[id_dataset][0] for m in models}, batch_size=config.cka_batch_size,
+                     seed=config.seed)
+    rows = []
+    for name in cka.index:
+        rows += _rows(name, "cka", {other: cka.at[name, other] for other in cka.columns if other != name})
+    return cka, rows
+
+
+def _join_effective_robustness(summary: pd.DataFrame, er: pd.DataFrame | None) -> tuple[pd.DataFrame, list[dict]]:
+    """The summary with ``effective_robustness`` (and its interval, and groups, where `er` has them;
+    NaN without `er`), and the ``effective_robustness`` rows of probe.csv."""
+    rows = []
+    if er is None or not len(er):
+        summary["effective_robustness"] = np.nan
+        return summary, rows
+    keep = [c for c in ("model", "effective_robustness", "ci_low", "ci_high") if c in er.columns]
+    summary = summary.merge(er[keep], on="model", how="left")
+    if "group" in er.columns:
+        groups = {m: g for m, g in zip(er["model"], er["group"]) if isinstance(g, str) and g}
+        summary["group"] = [groups.get(m, g) for m, g in zip(summary["model"], summary["group"])]
+    for r in summary.dropna(subset=["effective_robustness"]).itertuples():
+        rows += _rows(r.model, "effective_robustness",
+                      {"average": r.effective_robustness,
+                       **({"ci_low": r.ci_low, "ci_high": r.ci_high} if "ci_low" in summary.columns else {})})
+    return summary, rows
 
 
 # --- writing -----------------------------------------------------------------------------------------------------
@@ -246,7 +289,7 @@ def write_outputs(result: ProbeResult, out_dir, *, title_suffix: str = "") -> li
 
 
 def _pp(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.1f} pp"
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else pp(x)
 
 
 def _drop(x: float) -> str:

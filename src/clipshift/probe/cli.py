@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from ..options import dataset_roots
 from ._defaults import AUC_THRESHOLD, DEFAULT_KS, OUTLIER_RATIO
 
 REAL_DATASETS = "imagenet,imagenet-v2,imagenet-sketch,imagenet-r,imagenet-a,objectnet"
@@ -123,7 +124,7 @@ def _probe_models(args, config) -> int:
     import pandas as pd
     import torch
 
-    from ..data.imagenet import score
+    from ..data.imagenet import open_suites, score
     from ..distributed import default_device
     from ..evaluate.real import imagenet_class_names, resolve_templates, zero_shot_head
     from ..models.load import load_model
@@ -139,11 +140,9 @@ def _probe_models(args, config) -> int:
         raise ValueError(f"give --pretrained once per --model, in order ({len(args.model)} models, "
                          f"{len(pretrained)} --pretrained; 'none' for a checkpoint folder)")
     pretrained = [None if p in (None, "", "none") else p for p in pretrained] or [None] * len(args.model)
-    from ..cli import open_suites
-
     max_images = args.max_images or 10000
     suites = [_subsample(suite, max_images, args.seed)
-              for suite in open_suites(args.datasets, args.data_root, args.dataset_root)]
+              for suite in open_suites(args.datasets, args.data_root, dataset_roots(args.dataset_root))]
     broden = None
     if args.broden is not None:
         categories = [c.strip() for c in args.broden_categories.split(",")] if args.broden_categories else None
@@ -191,7 +190,7 @@ def _probe_models(args, config) -> int:
     result.facts = {"representation": "the image encoder output h (CLIP: encode_image; timm: pre-logits features)",
                     "images": f"up to {max_images} images per dataset ({', '.join(s.name for s in suites)}).",
                     "seconds": time.perf_counter() - start}
-    from ..models.factory import atomic_write_text
+    from ..io import atomic_write_text
 
     atomic_write_text(out / "probe.md", markdown_section(result, heading="#"))
     _print_summary(result, out)

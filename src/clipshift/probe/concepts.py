@@ -287,6 +287,34 @@ def load_broden(root, *, categories: Sequence[str] | None = None, split: str | N
     ``val``), `max_images` a seeded random subset (before any PNG is read), `min_images` drops
     concepts present in fewer images."""
     base = _broden_dir(Path(root))
+    rows, all_categories = _broden_index(base, categories)
+    names = _broden_label_names(base)
+    if split is not None:
+        rows = [r for r in rows if r.get("split") == split]
+        if not rows:
+            raise ValueError(f"no images of split {split!r} in {base / 'index.csv'}")
+    rows = [r for r in rows if any((r.get(c) or "").strip() for c in all_categories)]
+    if max_images is not None and len(rows) > max_images:
+        keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:max_images])
+        rows = [rows[i] for i in keep]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        annotations = list(pool.map(lambda row: _broden_annotation(row, base, all_categories, min_pixels), rows))
+    pairs = sorted({(c, n) for a in annotations for c, s in a.items() if s for n in s})
+    unknown_numbers = sorted({n for _, n in pairs if n not in names})
+    if unknown_numbers:
+        raise ValueError(f"{base}: label numbers {unknown_numbers[:5]} are not in label.csv")
+    concept_names = [f"{c}/{names[n]}" for c, n in pairs]
+    table = pd.DataFrame(_concept_matrix(annotations, pairs, all_categories), columns=concept_names)
+    keep = (table == 1).sum(axis=0) >= min_images
+    table = table.loc[:, keep]
+    concepts = pd.DataFrame({"concept": concept_names, "category": [c for c, _ in pairs],
+                             "name": [names[n] for _, n in pairs], "number": [n for _, n in pairs]})[keep.to_numpy()]
+    paths = [str(base / "images" / r["image"]) for r in rows]
+    return ConceptDataset(base, paths, table, concepts.reset_index(drop=True))
+
+
+def _broden_index(base: Path, categories: Sequence[str] | None) -> tuple[list[dict], list[str]]:
+    """The rows of ``index.csv`` and its categories (those asked for, in the file's order)."""
     rows = _read_csv_rows(base / "index.csv")
     if not rows:
         raise ValueError(f"{base / 'index.csv'} lists no images")
@@ -300,46 +328,44 @@ def load_broden(root, *, categories: Sequence[str] | None = None, split: str | N
         if unknown:
             raise ValueError(f"unknown Broden categories {unknown}; index.csv has {all_categories}")
         all_categories = [c for c in all_categories if c in set(categories)]
+    return rows, all_categories
+
+
+def _broden_label_names(base: Path) -> dict[int, str]:
+    """Label number → name, from ``label.csv``."""
     names = {}
     for label in _read_csv_rows(base / "label.csv"):
         if "number" not in label or "name" not in label:
             raise ValueError(f"{base / 'label.csv'}: expected columns number,name,...; found {list(label)}")
         names[int(label["number"])] = label["name"]
-    if split is not None:
-        rows = [r for r in rows if r.get("split") == split]
-        if not rows:
-            raise ValueError(f"no images of split {split!r} in {base / 'index.csv'}")
-    rows = [r for r in rows if any((r.get(c) or "").strip() for c in all_categories)]
-    if max_images is not None and len(rows) > max_images:
-        keep = np.sort(np.random.default_rng(seed).permutation(len(rows))[:max_images])
-        rows = [rows[i] for i in keep]
+    return names
 
-    def read(row: dict) -> dict[str, set[int] | None]:
-        out = {}
-        for category in all_categories:
-            entries = [e for e in (row.get(category) or "").split(";") if e.strip()]
-            if not entries:
-                out[category] = None
-                continue
-            present: set[int] = set()
-            for entry in entries:
-                entry = entry.strip()
-                if re.fullmatch(r"\d+", entry):
-                    present.add(int(entry))
-                else:
-                    present |= _segmentation_labels(base / "images" / entry, min_pixels)
-            out[category] = present
-        return out
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        annotations = list(pool.map(read, rows))
-    pairs = sorted({(c, n) for a in annotations for c, s in a.items() if s for n in s})
-    unknown_numbers = sorted({n for _, n in pairs if n not in names})
-    if unknown_numbers:
-        raise ValueError(f"{base}: label numbers {unknown_numbers[:5]} are not in label.csv")
-    labels = np.full((len(rows), len(pairs)), np.nan, dtype=np.float32)
+def _broden_annotation(row: dict, base: Path, categories: list[str], min_pixels: int) -> dict[str, set[int] | None]:
+    """Per category, the label numbers present in the image of `row` (image-level numbers and those
+    of its segmentation PNGs), or None when the image has no annotation in that category."""
+    out = {}
+    for category in categories:
+        entries = [e for e in (row.get(category) or "").split(";") if e.strip()]
+        if not entries:
+            out[category] = None
+            continue
+        present: set[int] = set()
+        for entry in entries:
+            entry = entry.strip()
+            if re.fullmatch(r"\d+", entry):
+                present.add(int(entry))
+            else:
+                present |= _segmentation_labels(base / "images" / entry, min_pixels)
+        out[category] = present
+    return out
+
+
+def _concept_matrix(annotations: list[dict], pairs: list[tuple[str, int]], categories: list[str]) -> np.ndarray:
+    """(images, concepts) float32: 1 present, 0 absent (annotated in the category), NaN unknown."""
+    labels = np.full((len(annotations), len(pairs)), np.nan, dtype=np.float32)
     column = {pair: j for j, pair in enumerate(pairs)}
-    per_category = {c: [j for j, (cat, _) in enumerate(pairs) if cat == c] for c in all_categories}
+    per_category = {c: [j for j, (cat, _) in enumerate(pairs) if cat == c] for c in categories}
     for i, annotation in enumerate(annotations):
         for category, present in annotation.items():
             if present is None:
@@ -347,11 +373,4 @@ def load_broden(root, *, categories: Sequence[str] | None = None, split: str | N
             labels[i, per_category[category]] = 0.0
             for n in present:
                 labels[i, column[(category, n)]] = 1.0
-    concept_names = [f"{c}/{names[n]}" for c, n in pairs]
-    table = pd.DataFrame(labels, columns=concept_names)
-    keep = (table == 1).sum(axis=0) >= min_images
-    table = table.loc[:, keep]
-    concepts = pd.DataFrame({"concept": concept_names, "category": [c for c, _ in pairs],
-                             "name": [names[n] for _, n in pairs], "number": [n for _, n in pairs]})[keep.to_numpy()]
-    paths = [str(base / "images" / r["image"]) for r in rows]
-    return ConceptDataset(base, paths, table, concepts.reset_index(drop=True))
+    return labels

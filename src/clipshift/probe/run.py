@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .._progress import progress_bar
 from ..data import load_images
+from ..progress import progress_bar
 from .activations import collect_activations, zero_shot_classifier
 from .analysis import ModelProbe, ProbeConfig, ProbeResult, analyze, markdown_section, relative_figure_dir, write_outputs
 from .concepts import world_concepts

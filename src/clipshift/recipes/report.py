@@ -6,18 +6,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..models.factory import atomic_write_text
+from ..formatting import markdown_table, pct, pp
+from ..io import atomic_write_text
 
 AVG = "average"
 TWINS = (("supervised_diverse", "supervised_narrow"), ("contrastive_diverse", "contrastive_narrow"))
-
-
-def _pp(x: float) -> str:
-    return f"{100 * x:+.1f} pp"
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+# Old private names, still imported by recipes.finetune_report (being rewritten): remove once it imports
+# clipshift.formatting.
+_pp, _pct, _markdown_table = pp, pct, markdown_table
 
 
 def summary_table(er: pd.DataFrame) -> pd.DataFrame:
@@ -35,14 +31,14 @@ def findings(er: pd.DataFrame) -> list[str]:
         if diverse in avg.index and narrow in avg.index:
             gap = avg.at[diverse, "effective_robustness"] - avg.at[narrow, "effective_robustness"]
             verdict = "holds" if gap >= 0.05 else ("points the same way but is smaller than 5 pp" if gap > 0 else "does not hold")
-            lines.append(f"**{diverse}** has {_pp(gap)} more average effective robustness than **{narrow}** "
-                         f"({_pp(avg.at[diverse, 'effective_robustness'])} vs {_pp(avg.at[narrow, 'effective_robustness'])}): "
+            lines.append(f"**{diverse}** has {pp(gap)} more average effective robustness than **{narrow}** "
+                         f"({pp(avg.at[diverse, 'effective_robustness'])} vs {pp(avg.at[narrow, 'effective_robustness'])}): "
                          f"'diverse data gives robustness' {verdict} for this loss.")
     for model in ("contrastive_narrow", "contrastive_diverse", "supervised_narrow", "supervised_diverse"):
         if model in avg.index:
             row = avg.loc[model]
-            lines.append(f"**{model}** sits {_where(row)}: ER {_pp(row['effective_robustness'])} "
-                         f"[{_pp(row['ci_low'])}, {_pp(row['ci_high'])}] at {_pct(row['id_accuracy'])} ID accuracy.")
+            lines.append(f"**{model}** sits {_where(row)}: ER {pp(row['effective_robustness'])} "
+                         f"[{pp(row['ci_low'])}, {pp(row['ci_high'])}] at {pct(row['id_accuracy'])} ID accuracy.")
     if "contrastive_narrow" in avg.index and avg.at["contrastive_narrow", "ci_low"] > 0:
         lines.append("**contrastive_narrow** is above the line, where Fang et al. found CLIP trained on "
                      "ImageNet-Captions on it: its captions name colours, styles and backgrounds that the "
@@ -53,8 +49,8 @@ def findings(er: pd.DataFrame) -> list[str]:
         if base in avg.index:
             diff = avg.at[model, "effective_robustness"] - avg.at[base, "effective_robustness"]
             lines.append(f"Prompts: **{base}** with the bare class name instead of the template ensemble changes "
-                         f"average ER by {_pp(diff)} and ID accuracy by "
-                         f"{_pp(avg.at[model, 'id_accuracy'] - avg.at[base, 'id_accuracy'])}.")
+                         f"average ER by {pp(diff)} and ID accuracy by "
+                         f"{pp(avg.at[model, 'id_accuracy'] - avg.at[base, 'id_accuracy'])}.")
     return lines
 
 
@@ -71,7 +67,7 @@ def baseline_spread(er: pd.DataFrame) -> str:
     if avg.empty:
         return ""
     lo, hi = avg["effective_robustness"].min(), avg["effective_robustness"].max()
-    return (f"The {len(avg)} baseline models' own average ER ranges from {_pp(lo)} to {_pp(hi)} "
+    return (f"The {len(avg)} baseline models' own average ER ranges from {pp(lo)} to {pp(hi)} "
             f"(how far a model on the line can sit from it by chance).")
 
 
@@ -87,20 +83,20 @@ def multi_id_section(er: pd.DataFrame, multi) -> str:
     rows = ["| model | ID `test` | ID `test_diverse` | ER, one ID set | ER, two ID sets | change |", "|---|---|---|---|---|---|"]
     for m in models:
         a, b = one.loc[m], two.loc[m]
-        rows.append(f"| {m} | {_pct(a['id_accuracy'])} | {_pct(b['id_accuracy_test_diverse'])} | "
-                    f"{_pp(a['effective_robustness'])} [{_pp(a['ci_low'])}, {_pp(a['ci_high'])}] | "
-                    f"{_pp(b['effective_robustness'])} [{_pp(b['ci_low'])}, {_pp(b['ci_high'])}] | "
-                    f"{_pp(b['effective_robustness'] - a['effective_robustness'])} |")
+        rows.append(f"| {m} | {pct(a['id_accuracy'])} | {pct(b['id_accuracy_test_diverse'])} | "
+                    f"{pp(a['effective_robustness'])} [{pp(a['ci_low'])}, {pp(a['ci_high'])}] | "
+                    f"{pp(b['effective_robustness'])} [{pp(b['ci_low'])}, {pp(b['ci_high'])}] | "
+                    f"{pp(b['effective_robustness'] - a['effective_robustness'])} |")
     fit = fits_multi.set_index("dataset").loc[AVG]
     diverse = [m for m in models if "diverse" in m]
-    changes = ", ".join(f"**{m}** {_pp(one.at[m, 'effective_robustness'])} → {_pp(two.at[m, 'effective_robustness'])}"
+    changes = ", ".join(f"**{m}** {pp(one.at[m, 'effective_robustness'])} → {pp(two.at[m, 'effective_robustness'])}"
                         for m in diverse)
     shrink = [one.at[m, "effective_robustness"] - two.at[m, "effective_robustness"] for m in diverse]
     said = ""
     if diverse:
         direction = "lose" if min(shrink) > 0 else ("gain" if max(shrink) < 0 else "change by")
         size = (f"{100 * min(abs(x) for x in shrink):.1f} to {100 * max(abs(x) for x in shrink):.1f} pp"
-                if direction != "change by" else f"{_pp(-max(shrink))} to {_pp(-min(shrink))}")
+                if direction != "change by" else f"{pp(-max(shrink))} to {pp(-min(shrink))}")
         said = (f"Controlling for accuracy on both ID test sets, the models trained on `diverse` data {direction} "
                 f"{size} of effective robustness ({changes}): part of what one ID set calls robustness "
                 f"is accuracy on their own training distribution, as Shi et al. found for CLIP.")
@@ -121,25 +117,16 @@ w₂ = {fit['weight_test_diverse']:.2f}, R² {fit['r2']:.2f}; `er_multi_id.csv`,
 """
 
 
-def _markdown_table(table: pd.DataFrame) -> str:
-    cols = list(table.columns)
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in table.iterrows():
-        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
-        out.append("| " + " | ".join(cells) + " |")
-    return "\n".join(out)
-
-
 def write_report(run_dir: Path, config, results, er, fits, facts, figures, probe_md: str = "", multi=None) -> Path:
     run_dir = Path(run_dir)
     table = summary_table(er[~er["is_baseline"].astype(bool)])
     n_narrow = int(er.loc[er["dataset"] == AVG, "is_baseline"].astype(bool).sum())
-    shown = table.assign(**{c: table[c].map(_pct) for c in ("id_accuracy", "shift_accuracy", "baseline_accuracy")},
-                         effective_robustness=table["effective_robustness"].map(_pp),
-                         ci=[f"[{_pp(lo)}, {_pp(hi)}]" for lo, hi in zip(table["ci_low"], table["ci_high"])])
+    shown = table.assign(**{c: table[c].map(pct) for c in ("id_accuracy", "shift_accuracy", "baseline_accuracy")},
+                         effective_robustness=table["effective_robustness"].map(pp),
+                         ci=[f"[{pp(lo)}, {pp(hi)}]" for lo, hi in zip(table["ci_low"], table["ci_high"])])
     shown = shown.drop(columns=["ci_low", "ci_high"])
     per_shift = er[(er["dataset"] != AVG) & ~er["is_baseline"].astype(bool)].pivot_table(index="model", columns="dataset", values="effective_robustness")
-    per_shift = per_shift.map(_pp).reset_index()
+    per_shift = per_shift.map(pp).reset_index()
     match_lines = [f"- `{name}`: {100 * m['match_rate']:.1f}% of captions matched exactly one class; "
                    f"label precision {100 * m['precision']:.1f}% against the true labels"
                    for name, m in facts["text_match"].items()]
@@ -162,13 +149,13 @@ percentage points, with 95% bootstrap intervals.
 
 ## Average over shifts
 
-{_markdown_table(shown)}
+{markdown_table(shown)}
 
 {baseline_spread(er)}
 
 ## Effective robustness per shift
 
-{_markdown_table(per_shift)}
+{markdown_table(per_shift)}
 
 {multi_id_section(er, multi)}
 ## Baseline fits

@@ -68,7 +68,8 @@ from ..data import TextMatcher
 from ..data.lazy import DECODE_THREADS, LazyImages
 from ..data.sources import (ClassSpace, class_space, csv_rows, imagenet_captions_rows, read_imagenet_captions,
                             subset_indices, world_rows)
-from ..models.factory import ModelSpec, atomic_write_text, build_model, get_tokenizer, save_checkpoint
+from ..io import atomic_write_text
+from ..models.factory import ModelSpec, build_model, get_tokenizer, save_checkpoint
 from ..train.loop import TrainConfig, TrainData, train
 from ..train.objectives import OBJECTIVES, needs
 from .config import read_settings
@@ -356,7 +357,7 @@ def check_sources(config: TrainRunConfig) -> list:
     the first sample has an image and a caption), the first image of each file-backed source
     decodes, and ``size`` fits the samples left after the class filter. Returns the rows read
     (None for world and webdataset sources), for :func:`build_training_data`'s `read`."""
-    from ..data._images import decode_rgb
+    from ..data import decode_rgb
     from ..data.shards import check_shards
     from ..world.distributions import get_distribution
 

@@ -7,8 +7,6 @@ the line and the column.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -108,23 +106,3 @@ def left_out_note(where: str, names, count: int, what: str = "row(s)") -> str:
     return (f"{where}: left out {count} {what} of {len(names)} dataset(s) that are not ImageNet or its natural "
             f"shifts: {', '.join(names)}")
 
-
-def atomic_write(path, write, binary: bool = False) -> Path:
-    """Call ``write(file)`` on a temporary file in `path`'s folder, then ``os.replace`` it onto `path`
-    (mode 0644), so a reader never sees a partial file; the temporary file is removed on error."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path, text: str) -> Path:
-    """Write `text` to `path` atomically (:func:`atomic_write`)."""
-    return atomic_write(path, lambda f: f.write(text))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .transforms import CLIP_EPSILON, _check_epsilon, check_accuracies, get_transform
+from .transforms import CLIP_EPSILON, check_epsilon, check_accuracies, get_transform
 
 MAX_REDRAWS = 100  # rounds of redrawing degenerate bootstrap resamples before giving up on them
 
@@ -61,7 +61,7 @@ class BaselineFit:
         return check_accuracies(shift_acc, "shift_acc") - self.predict(id_acc)
 
     def _forward(self, p: np.ndarray) -> np.ndarray:
-        return get_transform(self.transform).forward(p, _check_epsilon(self.clip_epsilon))
+        return get_transform(self.transform).forward(p, check_epsilon(self.clip_epsilon))
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "slope_"):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .baseline import NotFittedError
-from .transforms import CLIP_EPSILON, _check_epsilon, check_accuracies, get_transform
+from .transforms import CLIP_EPSILON, check_epsilon, check_accuracies, get_transform
 
 MAX_REDRAWS = 100  # rounds of redrawing degenerate bootstrap resamples before giving up on them
 
@@ -65,7 +65,7 @@ class PlaneFit:
         return get_transform(self.transform).inverse(z)
 
     def _forward(self, p: np.ndarray) -> np.ndarray:
-        return get_transform(self.transform).forward(p, _check_epsilon(self.clip_epsilon))
+        return get_transform(self.transform).forward(p, check_epsilon(self.clip_epsilon))
 
     def __repr__(self) -> str:
         return f"PlaneFit(transform={self.transform!r}, clip_epsilon={self.clip_epsilon!r})"

@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ._io import atomic_write
+from ..io import atomic_write
 from .baseline import bootstrap_lines
 from .effective import AVERAGE, WEIGHT_PREFIX
 from .transforms import get_transform
@@ -46,7 +46,7 @@ def choose_ticks(p_lo: float, p_hi: float) -> np.ndarray:
     return inside
 
 
-def _fit_curve(fit: pd.Series, rows: pd.DataFrame, grid: np.ndarray, axis_t) -> tuple[np.ndarray, np.ndarray]:
+def fit_curve(fit: pd.Series, rows: pd.DataFrame, grid: np.ndarray, axis_t) -> tuple[np.ndarray, np.ndarray]:
     """Baseline line and its (2, len(grid)) bootstrap band, in axis space, at axis-space x `grid`.
 
     The fit's own transform (``fits.transform``) is used for the line, so it is drawn correctly on
@@ -123,7 +123,9 @@ def _place_labels(ax, labels: list, fontsize: float) -> None:
                     arrowprops=dict(arrowstyle="-", lw=0.4, color="dimgrey") if moved else None)
 
 
-def _set_axes(ax, lo: float, hi: float, t, dataset: str, id_dataset: str, title) -> None:
+def set_axes(ax, lo: float, hi: float, t, dataset: str, id_dataset: str, title) -> None:
+    """Square limits [lo, hi] (axis space) on both axes, percentage ticks, labels naming the sets and
+    the transform `t`, the title (default: the dataset's), a light grid and the legend."""
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ticks = choose_ticks(float(t.inverse(lo)), float(t.inverse(hi)))
@@ -135,6 +137,11 @@ def _set_axes(ax, lo: float, hi: float, t, dataset: str, id_dataset: str, title)
     ax.set_title(title or f"Effective robustness: {dataset}")
     ax.grid(alpha=0.25)
     ax.legend(fontsize=7, loc="upper left")
+
+
+# Old private names, still imported by recipes.study.figures (being rewritten): remove once it imports the
+# public ones.
+_fit_curve, _set_axes = fit_curve, set_axes
 
 
 def _padded_limits(x, y) -> tuple[float, float]:
@@ -173,7 +180,7 @@ def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str
     ax.plot([lo, hi], [lo, hi], "--", color="grey", lw=1, label="y = x")
     fit = fits.set_index("dataset").loc[dataset]
     grid = np.linspace(lo, hi, 200)
-    line, band = _fit_curve(fit, rows, grid, t)
+    line, band = fit_curve(fit, rows, grid, t)
     ax.fill_between(grid, band[0], band[1], color="black", alpha=0.12, lw=0, label="95% bootstrap band")
     ax.plot(grid, line, color="black", lw=1.5, label=f"baseline fit (R² {fit['r2']:.2f})")
     if title is None and dataset == AVERAGE:
@@ -185,7 +192,7 @@ def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str
     if overlay is not None:
         overlay(ax, t)
     id_dataset = str(rows["id_dataset"].iloc[0]) if "id_dataset" in rows else "in-distribution"
-    _set_axes(ax, lo, hi, t, dataset, id_dataset, title)
+    set_axes(ax, lo, hi, t, dataset, id_dataset, title)
     if some:
         ax.text(0.99, 0.01, f"named: the {MAX_LABELLED} highest ER", transform=ax.transAxes, ha="right",
                 va="bottom", fontsize=7, color="dimgrey")
@@ -231,7 +238,7 @@ def plot_multi_id_fit(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, 
     ax.set_ylim(lo, hi)
     some = _draw_models(ax, shown, t, label_models)
     ids = " + ".join(_weights(fit))
-    _set_axes(ax, lo, hi, t, dataset, ids, title or f"Effective robustness over {len(_weights(fit))} id sets "
+    set_axes(ax, lo, hi, t, dataset, ids, title or f"Effective robustness over {len(_weights(fit))} id sets "
               f"({ids}):\n{'average over shifts' if dataset == AVERAGE else dataset}")
     ax.set_xlabel(f"accuracy predicted by the plane from {', '.join(_weights(fit))} ({t.name} scale)")
     if some:

@@ -25,7 +25,8 @@ def check_accuracies(p, name: str = "accuracy") -> np.ndarray:
     return p
 
 
-def _check_epsilon(clip_epsilon: float) -> float:
+def check_epsilon(clip_epsilon: float) -> float:
+    """`clip_epsilon` as a float; ValueError unless it is in (0, 0.5)."""
     if not 0 < clip_epsilon < 0.5:
         raise ValueError(f"clip_epsilon must be in (0, 0.5), got {clip_epsilon!r}")
     return float(clip_epsilon)
@@ -42,7 +43,7 @@ class Transform:
     def forward(self, p, clip_epsilon: float = CLIP_EPSILON) -> np.ndarray:
         """Transformed accuracies, same shape as `p` (fractions in [0, 1]; 0 and 1 clipped)."""
         p = check_accuracies(p)
-        eps = _check_epsilon(clip_epsilon)
+        eps = check_epsilon(clip_epsilon)
         return self._forward(np.clip(p, eps, 1 - eps))
 
     def inverse(self, z) -> np.ndarray:

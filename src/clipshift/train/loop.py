@@ -21,15 +21,18 @@ import os
 import shutil
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Callable
 
 import torch
 import torch.distributed as dist
-from clipshift._progress import progress_bar
+from safetensors.torch import load_file
 
 from ..distributed import world as world_size
-from ..models.factory import ModelSpec, atomic_write_text, normalize_images, save_checkpoint
+from ..io import atomic_write_text
+from ..models.factory import ModelSpec, normalize_images, save_checkpoint
+from ..progress import progress_bar
 from .objectives import get_objective
 
 LATEST = "latest"  # text file in the checkpoint folder naming the newest complete checkpoint
@@ -185,8 +188,74 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
     from the newest one there, exactly (same data order, augmentations, optimizer state).
     `on_step(step, model)`, when given, is called on rank 0 after every optimizer step (to measure
     along the way; it must leave the model in training mode)."""
-    from safetensors.torch import load_file
+    run = _set_up(model, data, config, desc=desc, checkpoint_dir=checkpoint_dir, spec=spec, on_step=on_step)
+    if resume and checkpoint_dir is not None:
+        _resume(run)
+    if run.world > 1:
+        run.trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[run.device] if run.device.type == "cuda" else None)
+    run.log = open(log_path, "a") if log_path and run.rank == 0 else None
+    run.bar = progress_bar(total=run.total, desc=desc, unit="step", enabled=progress and run.rank == 0,
+                           initial=run.step)
+    run.start = time.perf_counter()
+    run.last_good = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    try:
+        for epoch in range(run.step // run.steps_per_epoch, config.epochs):
+            _log_epoch(run, _run_epoch(run, epoch))
+        if checkpoint_dir is not None and run.rank == 0:
+            order = run.order if run.order is not None else torch.empty(0, dtype=torch.long)
+            save_training_state(checkpoint_dir, run.step, model, spec, run.optimizer, run.scheduler, run.generator,
+                                order, config.epochs - 1, run.history)
+    finally:
+        run.bar.close()
+        if run.log:
+            run.log.close()
+    return run.history
 
+
+@dataclass
+class _Run:
+    """What one call of :func:`train` carries from step to step."""
+
+    model: torch.nn.Module
+    data: TrainData
+    config: TrainConfig
+    objective: object
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    generator: torch.Generator  # the data order and every augmentation, in the same sequence on every rank
+    rank: int
+    world: int
+    device: torch.device
+    autocast: object  # bf16 autocast on GPU, a disabled one on CPU
+    streaming: bool
+    steps_per_epoch: int
+    total: int
+    desc: str
+    checkpoint_dir: Path | None
+    spec: ModelSpec | None
+    on_step: Callable | None
+    trained: torch.nn.Module | None = None  # the model, or its DDP wrapper under torchrun
+    step: int = 0  # optimizer steps done
+    order: torch.Tensor | None = None  # this epoch's row order
+    history: list = field(default_factory=list)
+    last_good: Path | None = None
+    log: IO[str] | None = None
+    bar: object = None
+    start: float = 0.0
+    images_seen: int = 0
+
+    @property
+    def micro(self) -> int:
+        """Rows of one process's micro-batch."""
+        return self.config.batch_size // (self.world * self.config.grad_accum)
+
+
+# --- set-up and resume -------------------------------------------------------------------------------------------
+
+def _set_up(model, data, config: TrainConfig, *, desc, checkpoint_dir, spec, on_step) -> _Run:
+    """Check the inputs, seed the generators, build the optimizer and schedule, put the model in
+    training mode (channels-last)."""
     config.validate()
     rank, world = world_size()
     if config.batch_size % (world * config.grad_accum):
@@ -204,6 +273,17 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
     drop_last = streaming or (objective.drop_last and len(data) > config.batch_size)
     steps_per_epoch = len(data) // config.batch_size if drop_last else math.ceil(len(data) / config.batch_size)
     total = steps_per_epoch * config.epochs
+    optimizer, scheduler = _optimizer_and_schedule(model, config, total)
+    device = next(model.parameters()).device
+    model.train().to(memory_format=torch.channels_last)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+    return _Run(model, data, config, objective, optimizer, scheduler, generator, rank, world, device, autocast,
+                streaming, steps_per_epoch, total, desc, checkpoint_dir, spec, on_step, trained=model)
+
+
+def _optimizer_and_schedule(model, config: TrainConfig, total: int):
+    """AdamW (weight decay on matrices only) and the warm-up + cosine schedule over `total` steps."""
     decay, no_decay = _parameter_groups(model)
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # The fused kernel is ~30% faster per step on CPU than the per-tensor loop (torch >= 2.4).
@@ -213,108 +293,129 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
         optimizer = torch.optim.AdamW(groups, lr=config.lr)
     warmup = config.warmup_steps if config.warmup_steps is not None else int(config.warmup_fraction * total)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, total, warmup))
-    device = next(model.parameters()).device
-    model.train().to(memory_format=torch.channels_last)
-    history, step, order = [], 0, None
-    if resume and checkpoint_dir is not None and (found := latest_checkpoint(checkpoint_dir)) is not None:
-        model.load_state_dict(load_file(found / "model.safetensors"))
-        state = load_training_state(found)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        step, order, history = int(state["step"]), state["order"], json.loads(state["history"])
-    trained = model
+    return optimizer, scheduler
+
+
+def _resume(run: _Run) -> None:
+    """Continue from the newest checkpoint in ``run.checkpoint_dir``, if any: weights, optimizer,
+    schedule, both generators, step, epoch order and history."""
+    found = latest_checkpoint(run.checkpoint_dir)
+    if found is None:
+        return
+    run.model.load_state_dict(load_file(found / "model.safetensors"))
+    state = load_training_state(found)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    run.step, run.order, run.history = int(state["step"]), state["order"], json.loads(state["history"])
+
+
+# --- one epoch, one step -----------------------------------------------------------------------------------------
+
+def _run_epoch(run: _Run, epoch: int) -> dict:
+    """The rest of `epoch` from ``run.step``; its record (mean loss, last lr, seconds so far)."""
+    batch_size = run.config.batch_size
+    if run.streaming:
+        run.order = torch.arange(len(run.data)) % batch_size  # positions within each streamed batch
+    elif run.order is None or run.step % run.steps_per_epoch == 0:
+        run.order = torch.randperm(len(run.data), generator=run.generator)
+    epoch_loss, seen = 0.0, 0
+    for in_epoch in range(run.step % run.steps_per_epoch, run.steps_per_epoch):
+        rows = run.order[in_epoch * batch_size : (in_epoch + 1) * batch_size]
+        value = _train_step(run, epoch, rows)
+        epoch_loss += value * len(rows)
+        seen += len(rows)
+    return {"epoch": epoch + 1, "loss": epoch_loss / max(seen, 1), "lr": run.scheduler.get_last_lr()[0],
+            "seconds": round(time.perf_counter() - run.start, 2)}
+
+
+def _train_step(run: _Run, epoch: int, rows: torch.Tensor) -> float:
+    """One optimizer step on the global batch `rows`; its loss (averaged over processes)."""
+    config = run.config
+    if run.streaming:
+        run.data.fetch(run.step)
+    params = augment_params(len(rows), run.generator) if config.augment else None
+    run.optimizer.zero_grad(set_to_none=True)
+    value = _accumulate_gradients(run, rows, params)
+    if not math.isfinite(value):
+        where = f"the last good checkpoint is {run.last_good}" if run.last_good else "no checkpoint was written"
+        raise TrainingDiverged(f"{run.desc}: loss became {value} at step {run.step + 1} (epoch {epoch + 1}); "
+                               f"training stopped, {where}. Try a lower lr or grad_clip.")
+    if config.grad_clip:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.objective.after_step(run.model)
+    run.step += 1
+    _after_step(run, epoch, value, len(rows))
+    return value
+
+
+def _accumulate_gradients(run: _Run, rows: torch.Tensor, params) -> float:
+    """Forward and backward this process's share of `rows` in ``grad_accum`` micro-batches (gradients
+    synchronised on the last one only); the batch loss, averaged over processes."""
+    config, world = run.config, run.world
+    local = torch.arange(run.rank, len(rows), world)
+    batch_loss = torch.zeros((), device=run.device)
+    for m in range(config.grad_accum):
+        part = local[m * run.micro : (m + 1) * run.micro] if len(rows) == config.batch_size else \
+            local[m::config.grad_accum]
+        if len(part) == 0:
+            continue
+        batch = run.data.batch(rows[part])
+        images = batch["images"]
+        if params is not None:
+            images = apply_augment(images, params[0][part], params[1][part])
+        batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+        batch["images"] = normalize_images(images.to(run.device))
+        weight = len(part) / len(local)
+        sync = m == config.grad_accum - 1 or world == 1
+        with _sync_context(run, sync), run.autocast:
+            loss = run.objective.loss(run.trained, batch,
+                                      generator=_view_generator(config, run.step, run.rank, m)) * weight
+        with _sync_context(run, sync):
+            loss.backward()
+        batch_loss += loss.detach()
     if world > 1:
-        trained = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda"
-                                                            else None)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
-    log = open(log_path, "a") if log_path and rank == 0 else None
-    bar = progress_bar(total=total, desc=desc, unit="step", enabled=progress and rank == 0, initial=step)
-    start, images_seen, last_good = time.perf_counter(), 0, latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
-    micro = config.batch_size // (world * config.grad_accum)
-    try:
-        for epoch in range(step // steps_per_epoch, config.epochs):
-            if streaming:
-                order = torch.arange(len(data)) % config.batch_size  # positions within each streamed batch
-            elif order is None or step % steps_per_epoch == 0:
-                order = torch.randperm(len(data), generator=generator)
-            epoch_loss, seen = 0.0, 0
-            for in_epoch in range(step % steps_per_epoch, steps_per_epoch):
-                rows = order[in_epoch * config.batch_size : (in_epoch + 1) * config.batch_size]
-                if streaming:
-                    data.fetch(step)
-                params = augment_params(len(rows), generator) if config.augment else None
-                local = torch.arange(rank, len(rows), world)
-                batch_loss = torch.zeros((), device=device)
-                optimizer.zero_grad(set_to_none=True)
-                for m in range(config.grad_accum):
-                    part = local[m * micro : (m + 1) * micro] if len(rows) == config.batch_size else \
-                        local[m::config.grad_accum]
-                    if len(part) == 0:
-                        continue
-                    batch = data.batch(rows[part])
-                    images = batch["images"]
-                    if params is not None:
-                        images = apply_augment(images, params[0][part], params[1][part])
-                    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                    batch["images"] = normalize_images(images.to(device))
-                    weight = len(part) / len(local)
-                    sync = m == config.grad_accum - 1 or world == 1
-                    context = trained.no_sync() if world > 1 and not sync else nullcontext()
-                    with context, autocast:
-                        loss = objective.loss(trained, batch, generator=_view_generator(config, step, rank, m)) * weight
-                    with context:
-                        loss.backward()
-                    batch_loss += loss.detach()
-                if world > 1:
-                    dist.all_reduce(batch_loss)
-                    batch_loss /= world
-                value = batch_loss.item()
-                if not math.isfinite(value):
-                    where = f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written"
-                    raise TrainingDiverged(f"{desc}: loss became {value} at step {step + 1} (epoch {epoch + 1}); "
-                                           f"training stopped, {where}. Try a lower lr or grad_clip.")
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                objective.after_step(model)
-                step += 1
-                epoch_loss += value * len(rows)
-                seen += len(rows)
-                images_seen += len(rows)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{value:.3f}",
-                                img_s=f"{images_seen / max(time.perf_counter() - start, 1e-9):.0f}", refresh=False)
-                bar.update(1)
-                if on_step is not None and rank == 0:
-                    on_step(step, model)
-                if log and config.log_every and step % config.log_every == 0:
-                    log.write(json.dumps({"run": desc, "step": step, "loss": value,
-                                          "lr": scheduler.get_last_lr()[0]}) + "\n")
-                if checkpoint_dir is not None and config.checkpoint_every and step % config.checkpoint_every == 0 \
-                        and step < total:
-                    if rank == 0:
-                        last_good = save_training_state(checkpoint_dir, step, model, spec, optimizer, scheduler,
-                                                        generator, order, epoch, history)
-                    if world > 1:
-                        dist.barrier()
-            record = {"epoch": epoch + 1, "loss": epoch_loss / max(seen, 1), "lr": scheduler.get_last_lr()[0],
-                      "seconds": round(time.perf_counter() - start, 2)}
-            history.append(record)
-            if log:
-                log.write(json.dumps({"run": desc, **record}) + "\n")
-                log.flush()
-        if checkpoint_dir is not None and rank == 0:
-            save_training_state(checkpoint_dir, step, model, spec, optimizer, scheduler, generator,
-                                order if order is not None else torch.empty(0, dtype=torch.long),
-                                config.epochs - 1, history)
-    finally:
-        bar.close()
-        if log:
-            log.close()
-    return history
+        dist.all_reduce(batch_loss)
+        batch_loss /= world
+    return batch_loss.item()
+
+
+def _sync_context(run: _Run, sync: bool):
+    """DDP's ``no_sync`` (no gradient all-reduce) for a micro-batch that is not the step's last, else
+    nothing. A new context each time: ``no_sync()`` can be entered only once."""
+    return run.trained.no_sync() if run.world > 1 and not sync else nullcontext()
+
+
+# --- after a step and an epoch: progress, hooks, log, checkpoints ------------------------------------------------
+
+def _after_step(run: _Run, epoch: int, value: float, n_rows: int) -> None:
+    config = run.config
+    run.images_seen += n_rows
+    run.bar.set_postfix(epoch=epoch + 1, loss=f"{value:.3f}",
+                        img_s=f"{run.images_seen / max(time.perf_counter() - run.start, 1e-9):.0f}", refresh=False)
+    run.bar.update(1)
+    if run.on_step is not None and run.rank == 0:
+        run.on_step(run.step, run.model)
+    if run.log and config.log_every and run.step % config.log_every == 0:
+        run.log.write(json.dumps({"run": run.desc, "step": run.step, "loss": value,
+                                  "lr": run.scheduler.get_last_lr()[0]}) + "\n")
+    if run.checkpoint_dir is not None and config.checkpoint_every and run.step % config.checkpoint_every == 0 \
+            and run.step < run.total:
+        if run.rank == 0:
+            run.last_good = save_training_state(run.checkpoint_dir, run.step, run.model, run.spec, run.optimizer,
+                                                run.scheduler, run.generator, run.order, epoch, run.history)
+        if run.world > 1:
+            dist.barrier()
+
+
+def _log_epoch(run: _Run, record: dict) -> None:
+    run.history.append(record)
+    if run.log:
+        run.log.write(json.dumps({"run": run.desc, **record}) + "\n")
+        run.log.flush()
 
 
 def _view_generator(config: TrainConfig, step: int, rank: int, micro: int) -> torch.Generator:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from clipshift._progress import progress_bar
 
+from ..progress import progress_bar
 from .captions import CaptionConfig, write_caption
 from .render import render
 from .shapes import CLASS_NAMES
