@@ -25,7 +25,7 @@ FILE_LINES, FUNCTION_LINES = 500, 80
 # world → data → models → train → evaluate → robustness → probe → report, with recipes and the CLI on top.
 STAGES = [
     ("helpers", "torch-free helpers: atomic writes, report formatting, progress bars, command-line pairs",
-     ("clipshift", "clipshift.io", "clipshift.formatting", "clipshift.progress", "clipshift._progress",
+     ("clipshift", "clipshift.io", "clipshift.formatting", "clipshift.progress",
       "clipshift.options")),
     ("world", "the embedded captioned world", ("clipshift.world",)),
     ("data", "caption tables, shards, evaluation sets, ImageNet suites, text matching", ("clipshift.data",)),

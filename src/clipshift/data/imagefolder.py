@@ -33,7 +33,6 @@ def image_files(folder: Path) -> list[Path]:
     return found
 
 
-_image_files = image_files  # old private name, still imported by evaluate.per_class (being rewritten)
 
 
 def _class_index(root: Path, folders: list[Path], class_names: list[str],

@@ -173,7 +173,7 @@ def zero_shot_weights(model: EvalModel, class_names: Sequence[str], templates: S
                       progress: bool = False) -> torch.Tensor:
     """(D, C) zero-shot classifier (see the module doc); underscores in class names become spaces.
     Prompts are encoded in batches of whole classes, about `prompts_per_batch` at a time."""
-    from .._progress import progress_bar
+    from ..progress import progress_bar
 
     if not templates or any("{}" not in t for t in templates):
         raise ValueError(f"every template needs a '{{}}' placeholder for the class name, got {list(templates)}")

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader, Subset
 
-from .._progress import progress_bar
+from ..progress import progress_bar
 from ..data.imagenet import EvalSuite, SuiteDataset, score, suite_collate
 from ..distributed import default_device, world
 from ..models.factory import save_safetensors_atomic

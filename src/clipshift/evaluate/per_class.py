@@ -21,7 +21,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from ..data.imagefolder import _image_files, masked_topk
+from ..data.imagefolder import image_files, masked_topk
 from ..data.imagenet import EvalSuite
 
 PER_CLASS_COLUMNS = ["model", "dataset", "class", "top1", "num_examples", "class_id"]
@@ -83,7 +83,7 @@ def open_world_suites(world_dir, names: Sequence[str] | None = None,
         if unknown:
             raise ValueError(f"{folder}: folders {unknown[:5]} name no world class; classes: {list(class_names)}")
         samples = [(str(f), index[c.name]) for c in sorted(folder.iterdir()) if c.is_dir()
-                   for f in _image_files(c)]
+                   for f in image_files(c)]
         if not samples:
             raise ValueError(f"{folder}: no images in its class folders")
         suites.append(EvalSuite(name=name, root=folder, samples=samples, target_classes=[(i,) for i in

@@ -15,8 +15,8 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from ..io import atomic_write_text
 from ..data.imagenet import EvalSuite
-from ..models.factory import atomic_write_text
 from ..models.interface import EvalModel
 from .heads import HeadSpec, ZeroShotHead, build_head, imagenet_class_names, resolve_templates, zero_shot_head
 from .loop import METRICS, Features, encode, evaluate

@@ -21,8 +21,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-# atomic_write_text is still imported from here by recipes.quickstart, finetune, finetune_report, the study's
-# report, data and run modules and evaluate.real (being rewritten); new code imports it from clipshift.io
 from ..io import atomic_path, atomic_write_text
 from . import convnet  # noqa: F401  (registers the timm image towers)
 

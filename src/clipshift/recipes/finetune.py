@@ -55,9 +55,10 @@ import torch.distributed as dist
 import yaml
 
 from .. import __version__
+from ..io import atomic_write_text
 from ..data.imagenet import EvalSuite
 from ..distributed import default_device, init_distributed_from_env
-from ..models.factory import ModelSpec, atomic_write_text, save_checkpoint
+from ..models.factory import ModelSpec, save_checkpoint
 from ..models.wise import interpolate_weights
 from ..report_html import write_html_report
 from ..robustness import AVERAGE, compute_effective_robustness

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..io import atomic_write_text
 from ..formatting import markdown_table, pct, pp
-from ..models.factory import atomic_write_text
 from ..robustness import AVERAGE, plot_effective_robustness
 from ..robustness.plots import COLOURS
 from .finetune_config import GROUP, MODEL_NAME, WISE_GROUP, ZERO_SHOT

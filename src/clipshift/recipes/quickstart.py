@@ -23,11 +23,12 @@ import pandas as pd
 import torch
 
 from .. import __version__
+from ..io import atomic_write_text
 from ..data import EvalImageFolder, TextMatcher, load_all, load_images, match_report, read_caption_table
 from ..data.csv_source import label_index
 from ..evaluate import HeadSpec, ImageTensors, build_head, encode, evaluate
-from .._progress import progress_bar
-from ..models.factory import ModelSpec, atomic_write_text, build_model, get_tokenizer, save_checkpoint
+from ..progress import progress_bar
+from ..models.factory import ModelSpec, build_model, get_tokenizer, save_checkpoint
 from ..models.interface import EvalModel
 from ..parallel import resolve_jobs, run_largest_first
 from ..probe import probe_section

@@ -11,9 +11,6 @@ from ..io import atomic_write_text
 
 AVG = "average"
 TWINS = (("supervised_diverse", "supervised_narrow"), ("contrastive_diverse", "contrastive_narrow"))
-# Old private names, still imported by recipes.finetune_report (being rewritten): remove once it imports
-# clipshift.formatting.
-_pp, _pct, _markdown_table = pp, pct, markdown_table
 
 
 def summary_table(er: pd.DataFrame) -> pd.DataFrame:

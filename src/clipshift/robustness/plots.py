@@ -139,9 +139,6 @@ def set_axes(ax, lo: float, hi: float, t, dataset: str, id_dataset: str, title) 
     ax.legend(fontsize=7, loc="upper left")
 
 
-# Old private names, still imported by recipes.study.figures (being rewritten): remove once it imports the
-# public ones.
-_fit_curve, _set_axes = fit_curve, set_axes
 
 
 def _padded_limits(x, y) -> tuple[float, float]:

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...io import atomic_write_text
 from ...data.imagenet import IMAGENET_SUITES, EvalSuite, open_suite
 from ...evaluate import ImageTensors
-from ...models.factory import atomic_write_text
 from ..quickstart import build_world, load_eval_set, load_training_set, predictor
 from ..train import class_names_for
 from .config import DISTRIBUTIONS

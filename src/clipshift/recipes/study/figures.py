@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from ...robustness.effective import AVERAGE
-from ...robustness.plots import BASELINE_COLOUR, COLOURS, _fit_curve, _set_axes, save_png_atomic
+from ...robustness.plots import BASELINE_COLOUR, COLOURS, fit_curve, save_png_atomic, set_axes
 from ...robustness.transforms import get_transform
 from .hypotheses import Hypothesis
 
@@ -37,7 +37,7 @@ def plot_hypothesis(hypothesis: Hypothesis, rows: list[dict], er: pd.DataFrame, 
     ax, bx = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[1, 1.15]))
     grid = np.linspace(lo, hi, 200)
     fit = fits.set_index("dataset").loc[AVERAGE]
-    line, band = _fit_curve(fit, avg, grid, t)
+    line, band = fit_curve(fit, avg, grid, t)
     ax.plot([lo, hi], [lo, hi], "--", color="grey", lw=1, label="y = x")
     ax.fill_between(grid, band[0], band[1], color="black", alpha=0.12, lw=0, label="95% bootstrap band")
     ax.plot(grid, line, color="black", lw=1.5, label=f"baseline fit (R² {fit['r2']:.2f})")
@@ -58,7 +58,7 @@ def plot_hypothesis(hypothesis: Hypothesis, rows: list[dict], er: pd.DataFrame, 
         ax.plot(*zip(*means), color="dimgrey", lw=1, zorder=4.5)
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    _set_axes(ax, lo, hi, t, AVERAGE, id_dataset, "Average over shifts vs in-distribution accuracy")
+    set_axes(ax, lo, hi, t, AVERAGE, id_dataset, "Average over shifts vs in-distribution accuracy")
     ax.legend(fontsize=7, loc="upper left")
 
     positions = _positions(hypothesis, rows)

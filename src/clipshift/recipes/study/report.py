@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ...io import atomic_write_text
 from ...formatting import markdown_table, pct, pp
-from ...models.factory import atomic_write_text
 from ...report_html import write_html_report
 from .hypotheses import QUESTIONS, TITLES
 

@@ -22,9 +22,9 @@ import torch
 import yaml
 
 from ... import __version__
+from ...io import atomic_write_text
 from ...evaluate import HeadSpec, build_head, encode, evaluate
 from ...evaluate.heads import resolve_templates
-from ...models.factory import atomic_write_text
 from ...models.load import file_digest, load_model
 from ...parallel import resolve_jobs, run_largest_first
 from ...robustness import compute_effective_robustness
