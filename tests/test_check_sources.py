@@ -11,7 +11,7 @@ import pytest
 
 import miniature_real as mini
 from clipshift.cli import main
-from clipshift.data import _images
+import clipshift.data
 from clipshift.recipes.train import check_sources, load_train_config
 
 
@@ -38,8 +38,9 @@ def _check(sources: list, **settings):
 
 def test_good_sources_pass_and_are_read_once(real, monkeypatch):
     decoded = []
-    real_decode = _images.decode_rgb
-    monkeypatch.setattr(_images, "decode_rgb", lambda path, size=None: decoded.append(path) or real_decode(path, size))
+    real_decode = clipshift.data.decode_rgb  # what check_sources calls
+    monkeypatch.setattr(clipshift.data, "decode_rgb",
+                        lambda path, size=None: decoded.append(path) or real_decode(path, size))
     read = _check([_csv(real), _ic(real), {"type": "world", "size": 10}], classes="imagenet")
     assert [len(r.captions) if r else None for r in read] == [8, 8, None]
     assert len(decoded) == 2  # the first image of each file-backed source, not all 16
