@@ -182,3 +182,70 @@ def test_torchrun_two_processes_give_the_same_numbers(data_root, weights, tmp_pa
     assert (merged["num_examples_1"] == merged["num_examples_2"]).all()
     assert (merged["images_skipped_1"] == merged["images_skipped_2"]).all()
     assert len(list((tmp_path / "two" / "cache" / "features").glob("*.safetensors"))) == 2  # rank 0 wrote it
+
+
+# --- cache misses: whatever changes what the cache holds must not be read back from it ---------------------------
+
+def _encode(model, suite, cache):
+    return real.encode_suite(model, suite, cache_dir=cache, batch_size=4, workers=0, progress=False)
+
+
+def _small_suite(root: Path, seed: int):
+    """imagenet-r with 3 wnids x 2 images under `root` (created or overwritten)."""
+    rng = np.random.default_rng(seed)
+    for wnid in WNIDS[1:4]:
+        _images(root / "imagenet-r" / wnid, 2, rng, ".jpg")
+    return open_suite("imagenet-r", data_root=root)
+
+
+def test_feature_cache_misses_for_other_weights_images_samples_and_transform(weights, tmp_path):
+    cache, root = tmp_path / "cache", tmp_path / "data"
+    model = load_model("clipshift-tiny", str(weights["clip"]))
+    suite = _small_suite(root, seed=1)
+    first = _encode(model, suite, cache)
+    assert not first.cached and _encode(model, suite, cache).cached  # the reuse the misses are measured against
+
+    def fresh(m, s):  # what the cache must give: the features computed without it
+        result = _encode(m, s, cache)
+        assert not result.cached and torch.equal(result.features, _encode(m, s, None).features)
+        assert not torch.equal(result.features, first.features)  # and it is not what the cache held
+        return result
+
+    # other weights in the same file (same path and name, new content)
+    other_weights = tmp_path / "tiny_clip.pt"
+    torch.manual_seed(1)
+    torch.save(open_clip.create_model("clipshift-tiny").state_dict(), other_weights)
+    fresh(load_model("clipshift-tiny", str(other_weights)), suite)
+    # other images under the same file names
+    changed = _small_suite(root, seed=2)
+    assert [p for p, _ in changed.samples] == [p for p, _ in suite.samples]
+    fresh(model, changed)
+    # another sample list: one image fewer
+    (root / "imagenet-r" / WNIDS[1] / "img_1.jpg").unlink()
+    fewer = fresh(model, open_suite("imagenet-r", data_root=root))
+    assert len(fewer.features) == 5
+    # another transform (every image mirrored first), with the id a loader gives it
+    from torchvision import transforms
+
+    mirrored = load_model("clipshift-tiny", str(weights["clip"]))
+    mirrored.preprocess = transforms.Compose([transforms.RandomHorizontalFlip(p=1.0), mirrored.preprocess])
+    mirrored.preprocess_id = " ".join(repr(mirrored.preprocess).split())
+    fresh(mirrored, open_suite("imagenet-r", data_root=root))
+
+
+def test_zero_shot_head_cache_misses_for_other_templates_and_class_names(weights, tmp_path):
+    cache = tmp_path / "cache"
+    model = load_model("clipshift-tiny", str(weights["clip"]))
+    names, templates = ["goldfish", "tench", "shark"], ["a photo of a {}.", "a {}."]
+
+    def head(class_names, prompts, cache_dir=cache):
+        return real.zero_shot_head(model, class_names, prompts, cache_dir=cache_dir, progress=False)
+
+    first = head(names, templates)
+    assert torch.equal(head(names, templates), first)
+    for other_names, other_templates in ((names, ["an image of a {}."]), (names, templates[:1]),
+                                         (["goldfish", "tench", "whale"], templates),
+                                         (["tench", "goldfish", "shark"], templates)):
+        got = head(other_names, other_templates)
+        assert torch.equal(got, head(other_names, other_templates, None))  # as computed without the cache
+        assert not torch.equal(got, first)

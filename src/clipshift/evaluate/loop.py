@@ -16,6 +16,7 @@ classes per target for ObjectNet) and, optionally, per-class accuracy.
 from __future__ import annotations
 
 import hashlib
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +93,16 @@ def _autocast(device: torch.device, amp: bool):
 
 
 def _suite_fingerprint(suite: EvalSuite) -> str:
+    """The samples (paths, targets) and each file's size and modification time: an image rewritten
+    under the same name is a different dataset (a stat per file, no reading)."""
     digest = hashlib.sha256()
     for path, target in suite.samples:
-        digest.update(f"{path}\t{target}\n".encode())
+        try:
+            stat = os.stat(path)
+            version = f"{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            version = "missing"
+        digest.update(f"{path}\t{target}\t{version}\n".encode())
     return digest.hexdigest()[:16]
 
 
