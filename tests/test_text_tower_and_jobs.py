@@ -11,6 +11,7 @@ from clipshift.models.text import BagOfWordsText
 from clipshift.parallel import resolve_jobs, run_jobs, run_largest_first
 from clipshift.recipes.config import BaselineRun, load_config
 from clipshift.train.loop import TrainConfig, TrainData, train
+from jobs_helpers import fails, pid_and_square
 
 
 def test_bag_of_words_is_the_mean_of_the_real_tokens_embeddings():
@@ -61,29 +62,21 @@ def test_baseline_runs_are_named_by_their_settings_and_validated():
                                                      dict(train_size=300, epochs=4, distribution="diverse")]})
 
 
-def _pid_and_square(x):
-    return os.getpid(), x * x
-
-
-def _fails(x):
-    raise ValueError(f"bad task {x}")
-
-
 def test_jobs_run_in_other_processes_and_keep_the_order():
-    out = list(run_jobs(_pid_and_square, [(i,) for i in range(5)], 2))
+    out = list(run_jobs(pid_and_square, [(i,) for i in range(5)], 2))
     assert [square for _, square in out] == [0, 1, 4, 9, 16]
     assert os.getpid() not in {pid for pid, _ in out}
-    assert {pid for pid, _ in run_jobs(_pid_and_square, [(1,), (2,)], 1)} == {os.getpid()}
+    assert {pid for pid, _ in run_jobs(pid_and_square, [(1,), (2,)], 1)} == {os.getpid()}
 
 
 def test_largest_tasks_start_first_and_keep_their_index():
-    out = list(run_largest_first(_pid_and_square, [(1,), (2,), (3,)], 1, sizes=[5, 1, 9]))
+    out = list(run_largest_first(pid_and_square, [(1,), (2,), (3,)], 1, sizes=[5, 1, 9]))
     assert [(i, square) for i, (_, square) in out] == [(2, 9), (0, 1), (1, 4)]
 
 
 def test_a_failing_job_raises_its_own_error_in_the_caller():
     with pytest.raises(ValueError, match="bad task 1"):
-        list(run_jobs(_fails, [(1,), (2,)], 2, names=["first", "second"]))
+        list(run_jobs(fails, [(1,), (2,)], 2, names=["first", "second"]))
     assert resolve_jobs(3) == 3 and resolve_jobs(0) >= 1
     for bad in (-1, 1.5, True):
         with pytest.raises(ValueError, match="jobs must be"):
