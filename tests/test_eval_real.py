@@ -249,3 +249,35 @@ def test_zero_shot_head_cache_misses_for_other_templates_and_class_names(weights
         got = head(other_names, other_templates)
         assert torch.equal(got, head(other_names, other_templates, None))  # as computed without the cache
         assert not torch.equal(got, first)
+
+
+def test_torchrun_clip_zero_shot_gives_the_one_process_results(tmp_path, free_port):
+    """Zero-shot evaluation of a clipshift CLIP checkpoint under torchrun (2 CPU processes, gloo): every
+    rank builds the head, each encodes every other image; results.csv is that of one process."""
+    from clipshift.models.factory import ModelSpec, build_model, save_checkpoint
+    from clipshift.world.shapes import CLASS_NAMES
+
+    rng = np.random.default_rng(3)
+    for split in ("test", "sketch"):
+        for c, name in enumerate(CLASS_NAMES):  # 3 images a class, one more in test: 37, shards of 19 and 18
+            folder = tmp_path / "world" / split / name
+            folder.mkdir(parents=True)
+            for i in range(4 if split == "test" and c == 0 else 3):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    spec = ModelSpec("clip", "clipshift-tiny", list(CLASS_NAMES))
+    save_checkpoint(build_model(spec, seed=0), spec, tmp_path / "clip")
+    common = ["eval", "--model", str(tmp_path / "clip"), "--world", str(tmp_path / "world"), "--workers", "0",
+              "--batch-size", "5", "--quiet", "--no-cache"]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_addr", "127.0.0.1", "--master_port", str(free_port),
+                          "-m", "clipshift.cli", *common, "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "(2 processes)" in run.stdout
+    one, two = (pd.read_csv(tmp_path / n / "results.csv").sort_values(["dataset", "metric"], ignore_index=True)
+                for n in ("one", "two"))
+    assert len(one) == 6 and set(one["kind"]) == {"clip"}
+    assert dict(zip(one["dataset"], one["num_examples"])) == {"sketch": 36, "test": 37}
+    assert np.allclose(one["value"], two["value"], atol=1e-6)
+    pd.testing.assert_frame_equal(one.drop(columns="value"), two.drop(columns="value"))
