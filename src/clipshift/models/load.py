@@ -12,6 +12,7 @@ package's own checkpoints, behind one small interface (:class:`EvalModel`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +42,77 @@ def file_digest(path) -> str:
 
 def _transform_id(transform) -> str:
     return " ".join(repr(transform).split())
+
+
+# --- weights that cannot be read or fetched: one-line errors saying what to do ---------------------------------
+
+def _checkpoint_format(path) -> str | None:
+    """``zip`` (torch.save, .npz), ``pickle`` (legacy torch.save) or ``safetensors`` from the file's
+    first bytes; None when it is none of them (a text file, an image, ...)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "pickle"
+    if len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 1 << 30:
+        return "safetensors"
+    return None
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _unreadable_checkpoint(name: str, path, error: Exception) -> ValueError:
+    """The error for a local `path` that `name` could not load: not a checkpoint at all, or one of
+    another model."""
+    if _checkpoint_format(path) is None:
+        return ValueError(f"--pretrained {str(path)!r} is not a checkpoint file (neither a torch.save file nor "
+                          f"safetensors); give the weights of {name} as a .pt, .pth, .bin or .safetensors file")
+    return ValueError(f"--pretrained {str(path)!r}: a checkpoint, but not one {name} can load "
+                      f"({type(error).__name__}: {_first_line(error)}); give a checkpoint of this architecture, "
+                      f"or the --model it was saved from")
+
+
+def _download_failed(error: BaseException) -> bool:
+    """Whether `error` (or one it was raised from) is a failed download: a network or cache-miss
+    OSError, or a library's message saying the download failed."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) or "download" in str(seen).lower():
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _not_downloaded(name: str, pretrained: str | None, error: Exception, cache_hint: str) -> FileNotFoundError:
+    given = f"--model {name}" + (f" --pretrained {pretrained}" if pretrained else "")
+    while error.__cause__ or error.__context__:  # the first reason: the libraries wrap it in their own words
+        error = error.__cause__ or error.__context__
+    return FileNotFoundError(
+        f"{given}: the weights could not be downloaded ({_first_line(error)}); "
+        f"pass a local weights file instead (--pretrained /path/to/file.pt), or set {cache_hint} to the folder "
+        f"where they were downloaded before")
+
+
+def _create(create: Callable, name: str, pretrained: str | None, local: bool, cache_hint: str):
+    """`create()`, with its failures to read a local file or to download weights as clear errors
+    (open_clip also logs a failed download at ERROR level: silenced here, the error says it)."""
+    quiet = logging.root.manager.disable
+    if not local:
+        logging.disable(logging.ERROR)
+    try:
+        return create()
+    except Exception as error:  # noqa: BLE001  (each library raises its own types; the cause is chained)
+        if local:
+            raise _unreadable_checkpoint(name, pretrained, error) from error
+        if _download_failed(error):
+            raise _not_downloaded(name, pretrained, error, cache_hint) from error
+        raise
+    finally:
+        logging.disable(quiet)
 
 
 def _load_own(directory: Path) -> EvalModel:
@@ -76,13 +148,15 @@ def _load_timm(name: str, pretrained: str | None) -> EvalModel:
     arch = name[len(TIMM_PREFIX):]
     if not arch:
         raise ValueError(f"--model {name!r}: give a timm architecture after 'timm/', e.g. timm/resnet50")
+    hint = "HF_HOME (the Hugging Face hub cache timm reads)"
     if pretrained and Path(pretrained).exists():
-        module = timm.create_model(arch, pretrained=False, checkpoint_path=str(pretrained))
+        module = _create(lambda: timm.create_model(arch, pretrained=False, checkpoint_path=str(pretrained)),
+                         name, pretrained, True, hint)
         weights_id, tag = f"timm:{arch}:{file_digest(pretrained)}", Path(pretrained).name
         model_id = f"{arch}/{Path(pretrained).stem}"
     elif pretrained:
         full = arch if "." in arch else f"{arch}.{pretrained}"
-        module = timm.create_model(full, pretrained=True)
+        module = _create(lambda: timm.create_model(full, pretrained=True), name, pretrained, False, hint)
         weights_id, tag, model_id = f"timm:{full}", pretrained, full
     else:
         raise ValueError(f"--model {name!r} needs --pretrained: a checkpoint file or a timm pretrained tag "
@@ -115,8 +189,10 @@ def _load_open_clip(name: str, pretrained: str | None) -> EvalModel:
     if config.get(TEXT_TOWER_KEY, "transformer") != "transformer":
         raise ValueError(f"--model {name!r} has a {config[TEXT_TOWER_KEY]} text tower that open_clip cannot build "
                          f"from a weights file; give the checkpoint folder clipshift wrote (it holds model.json) as --model")
-    module, _, preprocess = open_clip.create_model_and_transforms(
-        name, pretrained=None if name.startswith("hf-hub:") else str(pretrained))
+    local = bool(pretrained) and Path(pretrained).exists()
+    module, _, preprocess = _create(lambda: open_clip.create_model_and_transforms(
+        name, pretrained=None if name.startswith("hf-hub:") else str(pretrained)), name, pretrained, local,
+        "HF_HOME (the Hugging Face hub cache) or open_clip's cache_dir (~/.cache/clip)")
     module.eval()
     tokenizer = open_clip.get_tokenizer(name)
     model_id = name[len("hf-hub:"):] if name.startswith("hf-hub:") else f"{name}/{tag}"
