@@ -23,11 +23,15 @@ _SHOW = 3  # how many offending rows an error message lists
 def _read_table(path: Path, sep: str) -> pd.DataFrame:
     """The raw table, every cell a string; ValueError naming the file when it cannot be parsed."""
     try:
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+        table = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError as error:
         raise ValueError(f"{path}: the caption table is empty (no header)") from error
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: cannot parse as a table separated by {sep!r}: {error}") from error
+    if not isinstance(table.index, pd.RangeIndex):  # pandas took the first field as an index: one too many
+        raise ValueError(f"{path}: row 1 has more fields than the header {list(table.columns)} (separated by "
+                         f"{sep!r}); quote fields that contain {sep!r}")
+    return table
 
 
 def _require_columns(path: Path, table: pd.DataFrame, columns: list[str], sep: str) -> None:

@@ -3,15 +3,75 @@
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from ..parallel import resolve_jobs
 from ..train.loop import TrainConfig
 from ..world.distributions import get_distribution
+
+
+# --- types of settings read from YAML ---------------------------------------------------------------------------
+
+def _type_name(annotation) -> str:
+    if annotation is type(None):
+        return "null"
+    if isinstance(annotation, type):
+        return "a mapping" if is_dataclass(annotation) else annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def _conforms(value, annotation) -> bool:
+    """Whether a YAML `value` fits a dataclass field's `annotation` (int, float, str, bool, lists,
+    tuples, mappings, unions with None, nested dataclasses given as mappings); anything else passes."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, UnionType):
+        return any(_conforms(value, a) for a in args)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if isinstance(annotation, type) and is_dataclass(annotation):
+        return isinstance(value, (dict, annotation))
+    if annotation is list or origin is list:
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value) if args else isinstance(value, list)
+    if origin is tuple:
+        return (isinstance(value, (list, tuple)) and len(value) == len(args)
+                and all(_conforms(v, a) for v, a in zip(value, args)))
+    if annotation is dict or origin is dict:
+        return isinstance(value, dict) and (not args or all(_conforms(k, args[0]) and _conforms(v, args[1])
+                                                            for k, v in value.items()))
+    return True
+
+
+def check_types(values: dict, cls, where: str) -> None:
+    """ValueError naming the first setting in `values` whose value does not fit its field of the
+    dataclass `cls` (e.g. ``config.train_size: expected int, got 'many' (str)``)."""
+    hints = get_type_hints(cls)
+    for name, value in values.items():
+        if name in hints and not _conforms(value, hints[name]):
+            hint = ""
+            if isinstance(value, str) and _conforms(1.5, hints[name]) and re.fullmatch(r"[-+]?\d+[eE][-+]?\d+", value):
+                hint = f"; YAML reads {value} as text, write {value.lower().replace('e', '.0e', 1)}"
+            raise ValueError(f"{where}.{name}: expected {_type_name(hints[name])}, got {value!r} "
+                             f"({type(value).__name__}){hint}")
+
+
+def unknown_keys(values: dict, cls) -> list[str]:
+    """The keys of `values` that name no field of the dataclass `cls`, as text, sorted."""
+    known = {f.name for f in fields(cls)}
+    return sorted(str(k) for k in values if k not in known)
 
 
 @dataclass
@@ -92,10 +152,11 @@ class QuickstartConfig:
         """The world's distribution `name` with this config's overrides applied and validated."""
         base = get_distribution(name)
         overrides = self.distributions.get(name, {})
-        known = {f.name for f in fields(base)}
-        unknown = sorted(set(overrides) - known)
+        unknown = unknown_keys(overrides, type(base))
         if unknown:
-            raise ValueError(f"distributions.{name}: unknown keys {unknown}; known: {sorted(known)}")
+            raise ValueError(f"distributions.{name}: unknown keys {unknown}; known: "
+                             f"{sorted(f.name for f in fields(base))}")
+        check_types(overrides, type(base), f"distributions.{name}")
         return replace(base, **overrides).validate()
 
 
@@ -112,10 +173,12 @@ PRESETS: dict[str, dict] = {"default": {}, "tiny": TINY}
 
 
 def _build(cls, values: dict[str, Any], where: str):
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
+    if not isinstance(values, dict):
+        raise ValueError(f"{where}: expected a mapping of settings, got {values!r} ({type(values).__name__})")
+    unknown = unknown_keys(values, cls)
     if unknown:
-        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+        raise ValueError(f"{where}: unknown keys {unknown}; known: {sorted(f.name for f in fields(cls))}")
+    check_types(values, cls, where)
     kwargs = {}
     base = cls() if cls is not BaselineRun else None
     for name, value in values.items():
@@ -137,7 +200,14 @@ def read_yaml_mapping(path: str | Path, what: str = "config file") -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path}")
-    loaded = yaml.safe_load(path.read_text()) or {}
+    try:
+        loaded = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a text file (byte {error.start} is not UTF-8); expected YAML settings") from None
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(error).split())}") from None
+    if loaded is None:
+        return {}
     if not isinstance(loaded, dict):
         raise ValueError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
     return loaded

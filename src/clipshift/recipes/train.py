@@ -72,7 +72,7 @@ from ..io import atomic_write_text
 from ..models.factory import ModelSpec, build_model, get_tokenizer, save_checkpoint
 from ..train.loop import TrainConfig, TrainData, train
 from ..train.objectives import OBJECTIVES, needs
-from .config import read_settings
+from .config import check_types, read_settings, unknown_keys
 
 __all__ = ["IN_MEMORY_MAX_IMAGES", "TrainRunConfig", "build_training_data", "check_sources", "class_names_for",
            "labelled_samples", "load_train_config", "read_imagenet_captions", "run_training"]
@@ -136,14 +136,17 @@ class TrainRunConfig:
         if not self.sources:
             raise ValueError("sources: need at least one data source")
         for i, source in enumerate(self.sources):
-            kind = source.get("type") if isinstance(source, dict) else None
-            if kind not in SOURCE_KEYS:
+            if not isinstance(source, dict):
+                raise ValueError(f"sources[{i}]: expected a mapping (type: world | csv | ...), got {source!r}")
+            kind = source.get("type")
+            if not isinstance(kind, str) or kind not in SOURCE_KEYS:
                 raise ValueError(f"sources[{i}]: unknown type {kind!r}; known: {sorted(SOURCE_KEYS)}")
-            unknown = sorted(set(source) - SOURCE_KEYS[kind])
+            unknown = sorted(set(source) - SOURCE_KEYS[kind], key=str)
             if unknown:
                 raise ValueError(f"sources[{i}] ({kind}): unknown keys {unknown}; known: {sorted(SOURCE_KEYS[kind])}")
-            if float(source.get("weight", 1.0)) <= 0:
-                raise ValueError(f"sources[{i}]: weight must be positive, got {source['weight']!r}")
+            weight = source.get("weight", 1.0)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+                raise ValueError(f"sources[{i}]: weight must be a positive number, got {weight!r}")
             _check_subset_keys(i, source)
         streamed = [s.get("type") == "webdataset" for s in self.sources]
         if any(streamed) and not all(streamed):
@@ -161,15 +164,17 @@ class TrainRunConfig:
 def load_train_config(path=None, overrides: dict | None = None) -> TrainRunConfig:
     """The defaults, updated by the YAML file at `path`, then by dotted `overrides`; validated."""
     values = read_settings(path, overrides, "training config")
-    known = {f.name for f in fields(TrainRunConfig)}
-    unknown = sorted(set(values) - known)
+    unknown = unknown_keys(values, TrainRunConfig)
     if unknown:
-        raise ValueError(f"unknown settings {unknown}; known: {sorted(known)}")
+        raise ValueError(f"unknown settings {unknown}; known: {sorted(f.name for f in fields(TrainRunConfig))}")
+    check_types(values, TrainRunConfig, "settings")
     train_values = values.pop("train", {}) or {}
-    train_known = {f.name for f in fields(TrainConfig)}
-    bad = sorted(set(train_values) - train_known)
+    if not isinstance(train_values, dict):
+        raise ValueError(f"train: expected a mapping of settings, got {train_values!r}")
+    bad = unknown_keys(train_values, TrainConfig)
     if bad:
-        raise ValueError(f"train: unknown settings {bad}; known: {sorted(train_known)}")
+        raise ValueError(f"train: unknown settings {bad}; known: {sorted(f.name for f in fields(TrainConfig))}")
+    check_types(train_values, TrainConfig, "train")
     base = TrainRunConfig()
     train_config = TrainConfig(**{**asdict(base.train), **train_values})
     return TrainRunConfig(**{**{k: v for k, v in asdict(base).items() if k != "train"}, **values},
