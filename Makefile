@@ -3,8 +3,11 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.clipshift-installed
+# The report tests open report.html in headless Chromium (Debian's package; playwright drives it).
+CHROMIUM ?= /usr/bin/chromium
+APT_GET ?= apt-get
 
-.PHONY: quickstart test test-slow install clean
+.PHONY: quickstart test test-slow install browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -13,15 +16,28 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -e '.[dev]'
 	touch $@
 
-install: $(STAMP)
+# Idempotent: installs Debian's chromium only when it is missing, apt-get exists and we are root;
+# otherwise one note, and the browser tests skip themselves.
+browser:
+	@if [ -x "$(CHROMIUM)" ]; then :; \
+	elif command -v $(APT_GET) >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing Debian's chromium for the report tests ($(APT_GET) install chromium)"; \
+	  { DEBIAN_FRONTEND=noninteractive $(APT_GET) update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq chromium >/dev/null; } || \
+	  echo "note: $(APT_GET) install chromium failed; the tests that open report.html in a browser will be skipped"; \
+	else \
+	  echo "note: $(CHROMIUM) is missing (as root: apt-get install chromium); the browser tests will be skipped"; \
+	fi
+
+install: $(STAMP) browser
 
 quickstart: $(STAMP)
 	$(BIN)/clipshift quickstart --out runs/quickstart
 
-test: $(STAMP)
+test: install
 	$(BIN)/python -m pytest -q
 
-test-slow: $(STAMP)
+test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
 clean:

@@ -1,8 +1,6 @@
 import contextlib
 import os
-import shutil
 import socket
-import subprocess
 
 import pytest
 
@@ -22,17 +20,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    """Chromium's path, installed with apt-get when missing and this runs as root; else the test is skipped."""
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')")
-    if not os.path.exists(CHROMIUM) and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        try:
-            for command in (["apt-get", "update"], ["apt-get", "install", "-y", "chromium"]):
-                subprocess.run(command, check=True, capture_output=True, timeout=600, env=env)
-        except (subprocess.SubprocessError, OSError) as error:
-            pytest.skip(f"{CHROMIUM} is missing and `apt-get install chromium` failed: {error}")
+    """Chromium's path; the test is skipped, saying what is missing and how to install it, when it is
+    not there (`make install` installs it as root; the tests themselves never install anything)."""
+    pytest.importorskip("playwright.sync_api", reason="playwright is missing: pip install -e '.[dev]' (or make install)")
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (install the Debian package chromium, as root)")
+        pytest.skip(f"{CHROMIUM} is missing: run `make install` as root, or `apt-get install chromium`")
     return CHROMIUM
 
 
