@@ -212,6 +212,8 @@ def test_a_bad_settings_file_on_the_command_line_exits_2_with_one_line(tmp_path,
         assert main(["train", str(path), "--quiet"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("clipshift train: error: ") and err.count("\n") == 1 and expected[name] in err, err
+    assert main(["train", str(path), "--quiet", "train.lr=[0.1"]) == 2  # a setting on the command line
+    assert "setting 'train.lr=[0.1': the value is not valid YAML" in capsys.readouterr().err
 
 
 def test_nested_settings_of_the_wrong_type_are_named(tmp_path):

@@ -29,7 +29,11 @@ def _overrides(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise SystemExit(f"error: expected key=value, got {pair!r}")
         key, value = pair.split("=", 1)
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ValueError(f"setting {pair!r}: the value is not valid YAML ({' '.join(str(error).split())}); "
+                             f"quote it, e.g. {key}='\"{value}\"'") from None
     return out
 
 
