@@ -269,6 +269,7 @@ def test_lp_ft_starts_from_the_linear_probe_head(tmp_path, world, clip):
     assert set(results.loc[results["model"] == "lp_ft", "group"]) == {"LP-FT"}
 
 
+@pytest.mark.slow  # faster: the resume test above (checkpoint removed) and the SIGKILL test of `clipshift train`
 def test_finetune_killed_after_its_first_checkpoint_resumes_to_the_same_result(tmp_path, world, clip):
     """`clipshift finetune` SIGKILLed once its first training checkpoint is on disk, then run again with
     --resume: the fine-tuned weights, results.csv and wise.csv equal those of an uninterrupted run."""

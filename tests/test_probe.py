@@ -447,6 +447,7 @@ def run_dir(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # a second quickstart (~20 s); the quickstart tests check its probes, the tests above each probe
 def test_probe_on_a_quickstart_run_directory(run_dir, tmp_path):
     out = tmp_path / "probe"
     result = probe_run(run_dir, out, max_images=600)

@@ -72,7 +72,9 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("objective,grad_accum", [("supervised", 1), ("contrastive", 1), ("supervised", 2)])
+# slow: (supervised, 1) is covered by (contrastive, 1), the same DDP loop, and (supervised, 2), the same objective
+@pytest.mark.parametrize("objective,grad_accum", [pytest.param("supervised", 1, marks=pytest.mark.slow),
+                                                  ("contrastive", 1), ("supervised", 2)])
 def test_torchrun_two_processes_follow_the_one_process_loss_curve(tmp_path, objective, grad_accum, free_port):
     changes = {"objective": objective, "labels": "source" if objective == "supervised" else "text_match",
                "train": {"epochs": 2, "batch_size": 32, "grad_accum": grad_accum}}
