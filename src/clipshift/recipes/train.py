@@ -167,10 +167,8 @@ def load_train_config(path=None, overrides: dict | None = None) -> TrainRunConfi
     unknown = unknown_keys(values, TrainRunConfig)
     if unknown:
         raise ValueError(f"unknown settings {unknown}; known: {sorted(f.name for f in fields(TrainRunConfig))}")
-    check_types(values, TrainRunConfig, "settings")
-    train_values = values.pop("train", {}) or {}
-    if not isinstance(train_values, dict):
-        raise ValueError(f"train: expected a mapping of settings, got {train_values!r}")
+    train_values = values.pop("train", None) or {}  # an empty section is no section
+    check_types({**values, "train": train_values}, TrainRunConfig, "settings")
     bad = unknown_keys(train_values, TrainConfig)
     if bad:
         raise ValueError(f"train: unknown settings {bad}; known: {sorted(f.name for f in fields(TrainConfig))}")
