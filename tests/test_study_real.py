@@ -125,3 +125,20 @@ def test_the_imagenet_config_plans_every_run(tmp_path):
         assert run.architecture == "RN50" and run.image_size == 224 and run.classes == "imagenet"
     sizes = {e["name"]: sum(s["size"] for s in train_run(config, e, tmp_path, config.data)["sources"]) for e in plan}
     assert sizes["clip_f100_n100000_s0"] == 100000 and sizes["clip_f050_n400000_s2"] == 400000
+
+
+def test_eval_sets_as_clipshift_finetune_takes_them(real_config):
+    from clipshift.recipes.study import load_study_config
+    from clipshift.recipes.study.data import open_eval_suite
+    from clipshift.recipes.train import class_names_for
+
+    root = yaml.safe_load(real_config.read_text())["eval_root"]
+    config = load_study_config(real_config, {"eval_sets": ["imagenet", "imagenet-r", "objectnet"],
+                                             "id_dataset": "nothing", "shifts": ["imagenet-v2"]})
+    assert (config.id_dataset, config.shifts) == ("imagenet", ["imagenet-r", "objectnet"])
+    names = class_names_for(config.classes)
+    suite = open_eval_suite("imagenet-r", config, names)
+    assert suite.num_classes == 4 and len(suite) > 0  # the subset's label space
+    mapped = load_study_config(real_config, {"eval_sets": {"imagenet": f"{root}/imagenet/val",
+                                                           "imagenet-r": f"{root}/imagenet-r"}})
+    assert mapped.shifts == ["imagenet-r"] and len(open_eval_suite("imagenet", mapped, names)) == 16

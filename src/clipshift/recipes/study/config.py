@@ -4,6 +4,7 @@ and where the data come from (the embedded world, a folder laid out like it, or 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ...train.loop import TrainConfig
 from ..config import BaselineRun, QuickstartConfig, load_config, merge_settings, read_settings
@@ -49,6 +50,8 @@ class StudyConfig(QuickstartConfig):
     # Evaluation: the world's trees (data_root or the generated world), or ImageNet-family suites
     # under `eval_root` (names as `clipshift eval --data`: imagenet, imagenet-v2, imagenet-sketch, ...).
     eval_root: str | None = None
+    eval_sets: list | dict | None = None  # as `clipshift finetune` takes them: names (folders under eval_root)
+    # or name → folder; the in-distribution set is `id_dataset` if listed, else the first; the rest are the shifts
     id_dataset: str = "test"
     shifts: list[str] = field(default_factory=lambda: list(WORLD_SHIFTS))
     image_size: int = 32
@@ -106,10 +109,29 @@ class StudyConfig(QuickstartConfig):
                                      f"got {sources!r:.200}")
             if self.eval_root is None:
                 raise ValueError("data (real sources) needs eval_root: the folder holding the evaluation sets")
+        if self.eval_sets is not None:
+            self._use_eval_sets()
         if not self.shifts or self.id_dataset in self.shifts:
             raise ValueError(f"shifts must name at least one set other than {self.id_dataset!r}, got {self.shifts}")
         if self.embedded and sorted(set(self.shifts) - set(WORLD_SHIFTS)):
             raise ValueError(f"the embedded world has the shifts {list(WORLD_SHIFTS)}; got {self.shifts}")
+
+
+    def _use_eval_sets(self) -> None:
+        names = list(self.eval_paths())
+        if len(names) < 2:
+            raise ValueError(f"eval_sets: need the in-distribution set and at least one shift, got {self.eval_sets!r}")
+        if self.id_dataset not in names:
+            self.id_dataset = names[0]
+        self.shifts = [n for n in names if n != self.id_dataset]
+
+    def eval_paths(self) -> dict[str, str]:
+        """Evaluation set name → folder (under `eval_root`), from `eval_sets` or `id_dataset` + `shifts`."""
+        root = Path(self.eval_root) if self.eval_root else Path()
+        if isinstance(self.eval_sets, dict):
+            return {str(k): str(root / str(v)) for k, v in self.eval_sets.items()}
+        names = self.eval_sets if self.eval_sets is not None else [self.id_dataset, *self.shifts]
+        return {Path(str(n)).name: str(root / str(n)) for n in names}
 
 
 QUICK = dict(

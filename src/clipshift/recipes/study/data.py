@@ -115,11 +115,12 @@ def open_eval_suite(name: str, config, class_names: list[str]) -> EvalSuite:
     subset of ImageNet's), or an ImageFolder tree ``eval_root/<name>`` over the class names."""
     from ...data import EvalImageFolder
 
-    root = Path(config.eval_root)
-    if name in IMAGENET_SUITES:
+    path = Path(config.eval_paths()[name])
+    if name in IMAGENET_SUITES:  # read as distributed (masking, ObjectNet's mapping, V2's folders)
         subset = config.classes if config.classes not in ("imagenet", None) else None
-        return open_suite(name, data_root=root, classes=subset)
-    folder = EvalImageFolder(root / name, class_names)
+        given = isinstance(config.eval_sets, dict)  # a folder of its own; else the suite's default under eval_root
+        return open_suite(name, path if given else None, data_root=config.eval_root, classes=subset)
+    folder = EvalImageFolder(path, class_names)
     partial = len(folder.class_indices) < len(class_names)
     return EvalSuite(name=name, root=folder.root, samples=folder.samples,
                      target_classes=[(i,) for i in range(len(class_names))], target_names=list(class_names),
