@@ -162,6 +162,7 @@ def test_eval_errors(data_root, weights, tmp_path, capsys):
     assert "cannot decode image" in err and "broken.JPEG" in err
 
 
+@pytest.mark.slow  # the CLIP zero-shot torchrun test below covers the same sharding and gathering
 def test_torchrun_two_processes_give_the_same_numbers(data_root, weights, tmp_path, free_port):
     common = ["eval", "--model", "timm/clipshift_convnet_tiny", "--pretrained", str(weights["timm"]),
               "--datasets", "imagenet,imagenet-r", "--data-root", str(data_root), "--workers", "0",

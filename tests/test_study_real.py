@@ -30,7 +30,7 @@ def real_config(tmp_path_factory):
               "diverse": [{"type": "csv", "path": str(table["path"])}]},
         classes=str(write_wnid_file(root / "classes.txt", WNIDS)), eval_root=str(root / "eval"),
         id_dataset="imagenet", shifts=SHIFTS, templates="simple", architecture="clipshift-tiny-bow", image_size=32,
-        train_size=40, sizes=[20, 40], mixture=[0.0, 1.0], seeds=[0, 1], jobs=1, bootstrap=50, probe_images=64,
+        train_size=40, sizes=[20, 40], mixture=[0.0, 1.0], seeds=[0], jobs=1, bootstrap=50, probe_images=64,
         contrastive=dict(epochs=3, batch_size=16), supervised=dict(epochs=3, batch_size=16),
         simclr=dict(epochs=1, batch_size=16), simclr_finetune=dict(epochs=2, batch_size=16),
         baselines=[dict(train_size=10, epochs=1), dict(train_size=20, epochs=2), dict(train_size=40, epochs=3)],
@@ -58,7 +58,7 @@ def test_the_study_runs_on_real_layouts_end_to_end(local_run):
     results = pd.read_csv(local_run / "results.csv")
     assert set(results["dataset"]) == {"imagenet", *SHIFTS}
     # every configuration × seed is a `clipshift train` run in its own folder, with its data summary
-    run = yaml.safe_load((local_run / "runs" / "clip_f100_n40_s1" / "config.yaml").read_text())
+    run = yaml.safe_load((local_run / "runs" / "clip_f100_n40_s0" / "config.yaml").read_text())
     assert run["classes"].endswith("classes.txt") and run["data"]["images"] == 40
     sup = yaml.safe_load((local_run / "runs" / "sup_narrow_true_n40_s0" / "config.yaml").read_text())
     assert sup["labels"] == "source"

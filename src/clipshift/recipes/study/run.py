@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import platform
+from itertools import chain
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -104,8 +105,7 @@ def evaluate_entry(config, entry: dict, run_dir: Path, data: StudyData) -> list[
     """Score the trained model of `entry` with each of its heads on every evaluation set; the rows
     are kept in ``runs/<name>/eval.csv`` and reused while the model file is unchanged."""
     folder = _run_folder(run_dir, entry["name"])
-    stamp = {"model": file_digest(folder / "model" / "model.safetensors"), "heads": entry["heads"],
-             "sets": {k: len(v) for k, v in data.eval_sets.items()}}
+    stamp = _eval_stamp(entry, folder, data)
     cached = folder / "eval.json"
     if cached.is_file() and json.loads(cached.read_text()).get("stamp") == stamp:
         return json.loads(cached.read_text())["rows"]
@@ -121,6 +121,22 @@ def evaluate_entry(config, entry: dict, run_dir: Path, data: StudyData) -> list[
     atomic_write_text(cached, json.dumps({"stamp": stamp, "rows": rows}, default=float))
     atomic_write_text(folder / "eval.csv", pd.DataFrame(rows).to_csv(index=False))
     return rows
+
+
+def finished(config, entry: dict, run_dir: Path, data: StudyData) -> bool:
+    """Whether `entry` is trained and its scores are kept for the model file as it is now."""
+    folder = _run_folder(run_dir, entry["name"])
+    if not trained(folder):
+        return False
+    if not entry["heads"]:
+        return True
+    cached = folder / "eval.json"
+    return cached.is_file() and json.loads(cached.read_text()).get("stamp") == _eval_stamp(entry, folder, data)
+
+
+def _eval_stamp(entry: dict, folder: Path, data: StudyData) -> dict:
+    return {"model": file_digest(folder / "model" / "model.safetensors"), "heads": entry["heads"],
+            "sets": {k: len(v) for k, v in data.eval_sets.items()}}
 
 
 def train_and_evaluate(config, entry: dict, run_dir: Path, data: StudyData, progress: bool):
@@ -150,10 +166,15 @@ def train_all(config, plan: list[dict], run_dir: Path, data: StudyData, log: Log
     done, trained_now = {}, 0
     jobs = min(resolve_jobs(config.jobs), len(plan))
     for wave in waves(plan):
-        tasks = [(config, entry, run_dir, data, progress and jobs == 1) for entry in wave]
-        for i, (rows, fresh, seconds) in run_largest_first(train_and_evaluate, tasks, jobs, sizes=[
-                training_cost(e) for e in wave], names=[e["name"] for e in wave]):
-            entry = wave[i]
+        # finished and scored runs are read back here; the others go to the pool of worker processes
+        done_here = [e for e in wave if finished(config, e, run_dir, data)]
+        todo = [e for e in wave if e not in done_here]
+        tasks = [(config, entry, run_dir, data, progress and jobs == 1) for entry in todo]
+        pool = run_largest_first(train_and_evaluate, tasks, min(jobs, len(todo)), sizes=[
+            training_cost(e) for e in todo], names=[e["name"] for e in todo]) if todo else ()
+        outcomes = chain(((e, train_and_evaluate(config, e, run_dir, data, False)) for e in done_here),
+                         ((todo[i], out) for i, out in pool))  # lazily: each logged as it finishes
+        for entry, (rows, fresh, seconds) in outcomes:
             done[entry["name"]], trained_now = rows, trained_now + fresh
             if fresh:
                 seconds_of[entry["name"]] = round(seconds, 1)
