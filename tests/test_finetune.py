@@ -3,12 +3,7 @@ head, the linear probe, checkpoint compatibility, `clipshift finetune` end to en
 
 import copy
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +24,8 @@ from clipshift.models.load import load_model
 from clipshift.models.wise import interpolate_weights
 from clipshift.recipes.finetune import ProbeSettings, fit_probe_head, init_from_zero_shot, load_clip
 from clipshift.train.loop import TrainConfig, TrainData, latest_checkpoint, train
+
+from kill_helpers import kill_after_first_checkpoint
 from clipshift.world.captions import ZERO_SHOT_TEMPLATES
 from clipshift.world.distributions import get_distribution
 from clipshift.world.export import export_caption_csv, export_imagefolder
@@ -277,16 +274,8 @@ def test_finetune_killed_after_its_first_checkpoint_resumes_to_the_same_result(t
     settings = ["modes=[full]", "alphas=[0,0.5,1]", "train.epochs=4", "train.checkpoint_every=2", "bootstrap=20"]
     assert main(["finetune", str(config), "--quiet", *settings, f"out={tmp_path / 'whole'}"]) == 0
     broken = tmp_path / "broken"
-    command = [sys.executable, "-m", "clipshift.cli", "finetune", str(config), "--quiet", *settings, f"out={broken}"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    state = broken / "train_state" / "full"
-    deadline = time.time() + 120
-    while latest_checkpoint(state) is None and time.time() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = latest_checkpoint(state)
-    assert process.returncode == -signal.SIGKILL and killed_at is not None, process.stderr.read()[-2000:]
+    killed_at = kill_after_first_checkpoint(["finetune", str(config), "--quiet", *settings, f"out={broken}"],
+                                            broken / "train_state" / "full")
     assert int(killed_at.name.split("-")[1]) < 4 * 3 and not (broken / "checkpoints" / "full").exists()
 
     assert main(["finetune", str(config), "--quiet", "--resume", *settings, f"out={broken}"]) == 0

@@ -3,10 +3,8 @@ NaN stop, data sources and mixtures, SimCLR then fine-tuning, `clipshift train`.
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,8 @@ from clipshift.models.factory import ModelSpec, build_model, load_checkpoint
 from clipshift.recipes.train import build_training_data, load_train_config, read_imagenet_captions
 from clipshift.train import objectives
 from clipshift.train.loop import TrainConfig, TrainData, TrainingDiverged, latest_checkpoint, train
+
+from kill_helpers import kill_after_first_checkpoint
 
 
 def _config(tmp_path: Path, name: str, **changes) -> Path:
@@ -54,16 +54,7 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
     whole = _config(tmp_path, "whole", **changes)
     assert main(["train", str(whole), "--quiet"]) == 0
     broken = _config(tmp_path, "broken", **changes)
-    command = [sys.executable, "-m", "clipshift.cli", "train", str(broken), "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    checkpoints = tmp_path / "broken" / "checkpoints"
-    deadline = time.time() + 120
-    while latest_checkpoint(checkpoints) is None and time.time() < deadline and process.poll() is None:
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = latest_checkpoint(checkpoints)
-    assert process.returncode == -signal.SIGKILL and killed_at is not None, process.stderr.read()[-2000:]
+    killed_at = kill_after_first_checkpoint(["train", str(broken), "--quiet"], tmp_path / "broken" / "checkpoints")
     assert not (tmp_path / "broken" / "model").exists()  # it did not finish
     total_steps = 8 * (96 // 32)
     assert int(killed_at.name.split("-")[1]) < total_steps
