@@ -47,10 +47,17 @@ def _size_plan(b, config):
         b.clip(1.0, size)
 
 
+def _sweep(rows, axis: str):
+    """A sweep along `axis` (rows in its order): its two ends, whether ER differs between them (the
+    sentence saying so) and the rank correlation of ER with the axis."""
+    low, high = rows[0], rows[-1]
+    effect, sentence = compare(high, low)
+    return low, high, effect, sentence, rank_correlation([r[axis] for r in rows],
+                                                          [r["effective_robustness"] for r in rows])
+
+
 def _size_verdict(rows, lookup):
-    small, large = rows[0], rows[-1]
-    effect, sentence = compare(large, small)
-    rho = rank_correlation([r["train_size"] for r in rows], [r["effective_robustness"] for r in rows])
+    small, large, effect, sentence, rho = _sweep(rows, "train_size")
     line = (f"From n={small['train_size']} to n={large['train_size']} ID accuracy moves "
             f"{pp(large['id_accuracy'] - small['id_accuracy'])} while ER moves "
             f"{pp(large['effective_robustness'] - small['effective_robustness'])}: "
@@ -68,9 +75,7 @@ def _distribution_plan(b, config):
 
 
 def _distribution_verdict(rows, lookup):
-    low, high = rows[0], rows[-1]
-    effect, sentence = compare(high, low)
-    rho = rank_correlation([r["diverse_fraction"] for r in rows], [r["effective_robustness"] for r in rows])
+    low, high, effect, sentence, rho = _sweep(rows, "diverse_fraction")
     line = (f"Diverse fraction {high['diverse_fraction']:g} vs {low['diverse_fraction']:g}: ER "
             f"{pp(high['effective_robustness'])} vs {pp(low['effective_robustness'])}; "
             + ("intervals do not overlap: the training distribution changes effective robustness"
