@@ -37,7 +37,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
 from ._images import ImageDecodeError, open_rgb
-from .imagefolder import IMAGE_EXTENSIONS, image_files, masked_topk
+from .imagefolder import IMAGE_EXTENSIONS, EvalImageFolder, image_files, masked_topk
 from .imagenet_labels import EvalSuite, imagenet_label_strings, imagenet_wnids  # noqa: F401 (re-exported)
 from .imagenet_labels import label_index as _label_index, label_tuple as _label_tuple, wnid_index as _wnid_index
 from .imagenet_labels import wnid_tuple as _wnid_tuple
@@ -222,6 +222,16 @@ def _objectnet_suite(root: Path) -> EvalSuite:
                      target_classes=[label_classes[folder_to_label[f.name]] for f in mapped],
                      target_names=[f.name for f in mapped], class_indices=union,
                      crop_border=OBJECTNET_BORDER)
+
+
+def folder_suite(name: str, root, class_names: Sequence[str]) -> EvalSuite:
+    """An ImageFolder tree ``root/<class name>/<image>`` as a suite over `class_names` (one target per
+    class); a tree holding only some of the classes scores those only."""
+    folder = EvalImageFolder(root, class_names)
+    partial = len(folder.class_indices) < len(class_names)
+    return EvalSuite(name=name, root=folder.root, samples=folder.samples,
+                     target_classes=[(i,) for i in range(len(class_names))], target_names=list(class_names),
+                     class_indices=folder.class_indices if partial else None, num_classes=len(class_names))
 
 
 def open_suite(name: str, root=None, *, data_root=None, classes=None) -> EvalSuite:

@@ -17,8 +17,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from ..data import EvalImageFolder
-from ..data.imagenet import IMAGENET_SUITES, EvalSuite, open_suite
+from ..data.imagenet import IMAGENET_SUITES, EvalSuite, folder_suite, open_suite
 from ..evaluate.heads import build_head
 from ..evaluate.loop import encode, evaluate
 from ..models.interface import EvalModel, state_digest
@@ -40,11 +39,7 @@ def open_eval_sets(config: FinetuneConfig, class_names: list[str]) -> list[EvalS
         if name in IMAGENET_SUITES and len(class_names) == 1000:
             suites.append(open_suite(name, paths[name]))
             continue
-        folder = EvalImageFolder(paths[name], class_names)
-        partial = len(folder.class_indices) < len(class_names)
-        suites.append(EvalSuite(name=name, root=folder.root, samples=folder.samples,
-                                target_classes=[(i,) for i in range(len(class_names))], target_names=list(class_names),
-                                class_indices=folder.class_indices if partial else None, num_classes=len(class_names)))
+        suites.append(folder_suite(name, paths[name], class_names))
     return suites
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ...io import atomic_write_text
-from ...data.imagenet import IMAGENET_SUITES, EvalSuite, open_suite
+from ...data.imagenet import IMAGENET_SUITES, EvalSuite, folder_suite, open_suite
 from ...evaluate import ImageTensors
 from ..quickstart import build_world, load_eval_set, load_training_set, predictor
 from ..train import class_names_for
@@ -113,18 +113,12 @@ def _real(config) -> StudyData:
 def open_eval_suite(name: str, config, class_names: list[str]) -> EvalSuite:
     """An ImageNet-family suite under ``eval_root`` (restricted to the study's classes when they are a
     subset of ImageNet's), or an ImageFolder tree ``eval_root/<name>`` over the class names."""
-    from ...data import EvalImageFolder
-
     path = Path(config.eval_paths()[name])
     if name in IMAGENET_SUITES:  # read as distributed (masking, ObjectNet's mapping, V2's folders)
         subset = config.classes if config.classes not in ("imagenet", None) else None
         given = isinstance(config.eval_sets, dict)  # a folder of its own; else the suite's default under eval_root
         return open_suite(name, path if given else None, data_root=config.eval_root, classes=subset)
-    folder = EvalImageFolder(path, class_names)
-    partial = len(folder.class_indices) < len(class_names)
-    return EvalSuite(name=name, root=folder.root, samples=folder.samples,
-                     target_classes=[(i,) for i in range(len(class_names))], target_names=list(class_names),
-                     class_indices=folder.class_indices if partial else None, num_classes=len(class_names))
+    return folder_suite(name, path, class_names)
 
 
 def probe_suite(config, class_names: list[str], seed: int = 0) -> EvalSuite:
