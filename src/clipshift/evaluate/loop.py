@@ -45,6 +45,15 @@ def top1_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean())
 
 
+def tensor_digest(*tensors: torch.Tensor) -> str:
+    """A short digest of tensors' shapes, dtypes and values, for cache keys."""
+    h = hashlib.sha256()
+    for tensor in tensors:
+        h.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 @dataclass
 class ImageTensors:
     """An in-memory evaluation set: uint8 images (N, 3, H, W) and class labels (N,)."""
@@ -63,10 +72,7 @@ class ImageTensors:
         return len(self.images)
 
     def digest(self) -> str:
-        h = hashlib.sha256(f"{tuple(self.images.shape)}{self.images.dtype}".encode())
-        h.update(self.images.detach().cpu().contiguous().numpy().tobytes())
-        h.update(self.targets.cpu().numpy().tobytes())
-        return h.hexdigest()[:16]
+        return tensor_digest(self.images, self.targets)
 
     def as_suite(self, name: str, num_classes: int) -> EvalSuite:
         """A suite over `num_classes` classes, one per target, for :func:`score`."""

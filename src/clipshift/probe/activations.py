@@ -38,6 +38,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..evaluate.heads import ZeroShotHead
+from ..evaluate.loop import tensor_digest
 from ..models.factory import save_safetensors_atomic
 from ..models.interface import EvalModel, as_eval_model, state_digest
 from ..progress import progress_bar
@@ -153,12 +154,6 @@ def weights_id(model) -> str:
     return state_digest(model)
 
 
-def _tensor_digest(images: torch.Tensor) -> str:
-    digest = hashlib.sha256(f"{tuple(images.shape)}{images.dtype}".encode())
-    digest.update(images.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 # --- collection ------------------------------------------------------------------------------------------------
 
 @torch.inference_mode()
@@ -270,7 +265,7 @@ def collect_activations(model, data, *, targets: torch.Tensor | None = None, lay
     path = None
     if cache_dir is not None:
         key = hashlib.sha256(json.dumps({"v": CACHE_VERSION, "weights": weights_id(model), "layers": layers,
-                                         "images": _tensor_digest(data)}, sort_keys=True).encode()).hexdigest()[:24]
+                                         "images": tensor_digest(data)}, sort_keys=True).encode()).hexdigest()[:24]
         path = Path(cache_dir) / "probe" / f"{key}.safetensors"
         if path.exists():
             stored = load_file(str(path))
