@@ -55,10 +55,10 @@ def _run_folder(run_dir: Path, name: str) -> Path:
     return run_dir / "runs" / name
 
 
-def write_train_config(config, entry: dict, run_dir: Path, data: StudyData) -> Path:
+def write_train_config(config, entry: dict, run_dir: Path, distributions: dict[str, list[dict]]) -> Path:
     """``runs/<name>/train.yaml``: the ``clipshift train`` settings of `entry` (rewritten only when changed)."""
     path = _run_folder(run_dir, entry["name"]) / "train.yaml"
-    text = yaml.safe_dump(train_run(config, entry, run_dir / "runs", data.distributions), sort_keys=False)
+    text = yaml.safe_dump(train_run(config, entry, run_dir / "runs", distributions), sort_keys=False)
     if not path.is_file() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
@@ -105,10 +105,9 @@ def evaluate_entry(config, entry: dict, run_dir: Path, data: StudyData) -> list[
     """Score the trained model of `entry` with each of its heads on every evaluation set; the rows
     are kept in ``runs/<name>/eval.csv`` and reused while the model file is unchanged."""
     folder = _run_folder(run_dir, entry["name"])
-    stamp = _eval_stamp(entry, folder, data)
-    cached = folder / "eval.json"
-    if cached.is_file() and json.loads(cached.read_text()).get("stamp") == stamp:
-        return json.loads(cached.read_text())["rows"]
+    kept = kept_scores(entry, folder, data)
+    if kept is not None:
+        return kept
     model = load_model(str(folder / "model"))
     cache_dir = None if data.world else run_dir / "cache"
     heads = heads_for(config, entry, model, data, cache_dir)
@@ -118,7 +117,8 @@ def evaluate_entry(config, entry: dict, run_dir: Path, data: StudyData) -> list[
                                                     "head": s["head"], "group": entry["group"] + HEAD_LABELS[s["head"]]})
             for s in evaluate(model, data.eval_sets, heads, cache_dir=cache_dir, workers=config.workers,
                               progress=False)]
-    atomic_write_text(cached, json.dumps({"stamp": stamp, "rows": rows}, default=float))
+    atomic_write_text(folder / "eval.json", json.dumps({"stamp": _eval_stamp(entry, folder, data), "rows": rows},
+                                                        default=float))
     atomic_write_text(folder / "eval.csv", pd.DataFrame(rows).to_csv(index=False))
     return rows
 
@@ -126,17 +126,21 @@ def evaluate_entry(config, entry: dict, run_dir: Path, data: StudyData) -> list[
 def finished(config, entry: dict, run_dir: Path, data: StudyData) -> bool:
     """Whether `entry` is trained and its scores are kept for the model file as it is now."""
     folder = _run_folder(run_dir, entry["name"])
-    if not trained(folder):
-        return False
-    if not entry["heads"]:
-        return True
-    cached = folder / "eval.json"
-    return cached.is_file() and json.loads(cached.read_text()).get("stamp") == _eval_stamp(entry, folder, data)
+    return trained(folder) and (not entry["heads"] or kept_scores(entry, folder, data) is not None)
 
 
 def _eval_stamp(entry: dict, folder: Path, data: StudyData) -> dict:
     return {"model": file_digest(folder / "model" / "model.safetensors"), "heads": entry["heads"],
             "sets": {k: len(v) for k, v in data.eval_sets.items()}}
+
+
+def kept_scores(entry: dict, folder: Path, data: StudyData) -> list[dict] | None:
+    """The rows ``eval.json`` keeps for `entry`, if they were scored for the model file as it is now."""
+    cached = folder / "eval.json"
+    if not cached.is_file():
+        return None
+    kept = json.loads(cached.read_text())
+    return kept["rows"] if kept.get("stamp") == _eval_stamp(entry, folder, data) else None
 
 
 def train_and_evaluate(config, entry: dict, run_dir: Path, data: StudyData, progress: bool):
@@ -149,8 +153,7 @@ def train_and_evaluate(config, entry: dict, run_dir: Path, data: StudyData, prog
 
 def _train_reference(config, run_dir: Path, data_sources, progress: bool):
     def train_reference(entry: dict):
-        fake = StudyData([], data_sources, {}, None, world=True)
-        write_train_config(config, entry, run_dir, fake)
+        write_train_config(config, entry, run_dir, data_sources)
         folder = _run_folder(run_dir, entry["name"])
         train_entry(folder, progress)
         return load_model(str(folder / "model"))
@@ -229,7 +232,7 @@ def setup(config, out, log: Log, progress: bool) -> tuple[Path, StudyData, list[
     data = prepare(config, run_dir, log, progress, _train_reference(config, run_dir, sources, progress))
     plan = study_plan(config)
     for entry in plan:
-        write_train_config(config, entry, run_dir, data)
+        write_train_config(config, entry, run_dir, data.distributions)
     _check_sources(plan, run_dir)
     return run_dir, data, plan
 
