@@ -66,6 +66,9 @@ def test_two_id_sets_fit_a_plane_over_both_baselines(run_dir):
     base2 = set(er2.loc[er2["is_baseline"], "model"])
     assert base1 < base2 and all(m.startswith("baseline_diverse_") for m in base2 - base1)
     assert set(er2["id_dataset"]) == {"test+test_diverse"}
+    # the tiny preset's 4 narrow and 2 diverse baseline models, resampled within each distribution
+    assert ("a stratified bootstrap that resamples the baseline within each training distribution "
+            "(2 `diverse`, 4 `narrow` models in every draw)") in (run_dir / "report.md").read_text()
 
 
 def test_bad_configuration_is_reported_not_raised(tmp_path, capsys):

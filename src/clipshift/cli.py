@@ -131,7 +131,7 @@ def cmd_er(args) -> int:
                                         shifts=_names(args.shifts), id_datasets=id_for, baseline_filter=selector,
                                         transform=args.transform, n_bootstrap=args.bootstrap, seed=args.seed,
                                         confidence=args.confidence, return_fits=True,
-                                        results_options=_results_options(args))
+                                        results_options=_results_options(args), baseline_strata=args.baseline_strata)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "er.csv", er.to_csv(index=False))
@@ -310,6 +310,9 @@ def _add_er_parser(sub) -> None:
                                      "imagenet, else every other dataset)")
     er.add_argument("--transform", default="logit", choices=("logit", "probit"))
     er.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    er.add_argument("--baseline-strata", metavar="COL",
+                    help="stratified bootstrap: resample the baseline models within each value of this metadata "
+                         "column (e.g. train_distribution), so every draw keeps each group's number of models")
     er.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
     er.add_argument("--seed", type=int, default=0)
     er.add_argument("--top", type=int, default=10, help="models listed in the printed summary (default 10)")

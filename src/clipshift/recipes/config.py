@@ -109,13 +109,16 @@ class QuickstartConfig:
     contrastive: TrainConfig = field(default_factory=lambda: TrainConfig("contrastive", epochs=10, batch_size=64, lr=2e-3))
     # The baseline: supervised models on `narrow` of many sizes, epochs, augmentation and image
     # towers (as imagenet-testbed's many ImageNet models), plus `diverse`-trained ones for the
-    # two-ID-test-set fit (Shi et al. 2023).
+    # two-ID-test-set fit (Shi et al. 2023), five of them so that the plane's `diverse` direction
+    # rests on more than a few models (its bootstrap resamples within each training distribution).
+    # New runs go last: a run's seed is its position, so the earlier models stay as they were.
     baselines: list[BaselineRun] = field(default_factory=lambda: [
         BaselineRun(300, 6), BaselineRun(600, 6), BaselineRun(1200, 6), BaselineRun(2500, 6),
         BaselineRun(5000, 6), BaselineRun(8000, 2), BaselineRun(2500, 4, augment=False),
         BaselineRun(8000, 4), BaselineRun(2500, 6, architecture="clipshift-tiny-bow"),
         BaselineRun(600, 6, distribution="diverse"), BaselineRun(1500, 6, distribution="diverse"),
-        BaselineRun(4000, 6, distribution="diverse"),
+        BaselineRun(4000, 6, distribution="diverse"), BaselineRun(1000, 6, distribution="diverse"),
+        BaselineRun(2500, 6, distribution="diverse"),
     ])
     reference: BaselineRun = field(default_factory=lambda: BaselineRun(4000, 4))
     diverse_label_source: str = "text_match"  # labels of the supervised diverse model: text_match | true

@@ -264,7 +264,9 @@ def train_and_evaluate(config, entry: dict, sets: dict, eval_sets: dict, run_dir
 def fit_effective_robustness(results: pd.DataFrame, run_dir: Path, seed: int):
     """ER against the `narrow` baseline on `test` (``er.csv``, ``fits.csv``, ``figures/er_*.png``) and,
     when the baseline also holds `diverse`-trained models, against the plane over both ID test sets
-    (Shi et al. 2023: ``er_multi_id.csv``, ``fits_multi_id.csv``, ``figures/er_multi_id_average.png``).
+    (Shi et al. 2023: ``er_multi_id.csv``, ``fits_multi_id.csv``, ``figures/er_multi_id_average.png``;
+    its bootstrap resamples the baseline within each training distribution, so no draw loses the
+    `diverse`-trained models).
     Returns (er, fits, figures, (er_multi, fits_multi) or None)."""
     groups = results.drop_duplicates("model").set_index("model")["group"]
     narrow = sorted(groups.index[groups == "baseline"])
@@ -276,7 +278,8 @@ def fit_effective_robustness(results: pd.DataFrame, run_dir: Path, seed: int):
     if len(both) == len(narrow) or not set(ID_DATASETS) <= set(results["dataset"]):
         return er, fits, figures, None
     er_multi, fits_multi = compute_effective_robustness(results, list(ID_DATASETS), list(SHIFTS),
-                                                        baseline_models=both, seed=seed)
+                                                        baseline_models=both, seed=seed,
+                                                        baseline_strata="train_distribution")
     _write_table(er_multi, run_dir / "er_multi_id.csv")
     _write_table(fits_multi, run_dir / "fits_multi_id.csv")
     plot_multi_id_fit(er_multi, fits_multi, "average", run_dir / "figures" / "er_multi_id_average.png",

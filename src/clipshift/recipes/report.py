@@ -68,6 +68,16 @@ def baseline_spread(er: pd.DataFrame) -> str:
             f"(how far a model on the line can sit from it by chance).")
 
 
+def _strata_note(two: pd.DataFrame) -> str:
+    """How the two-ID intervals resample the baseline: within each training distribution."""
+    base = two[two["is_baseline"].astype(bool)]
+    if "train_distribution" not in base.columns:
+        return ""
+    sizes = ", ".join(f"{n} `{d}`" for d, n in base["train_distribution"].value_counts().sort_index().items())
+    return (f" Intervals: a stratified bootstrap that resamples the baseline within each training "
+            f"distribution ({sizes} models in every draw).")
+
+
 def multi_id_section(er: pd.DataFrame, multi) -> str:
     """Single-ID next to two-ID effective robustness (Shi et al. 2023), with what changes."""
     if multi is None:
@@ -104,7 +114,7 @@ Against one ID test set (`test`, `narrow`-like), a model trained on other data i
 and control for accuracy on an ID test set of each: here a plane
 logit(shift) = w₁·logit(`test`) + w₂·logit(`test_diverse`) + c over {int(fit['num_models'])} supervised
 models trained on `narrow` or `diverse` data (average over shifts: w₁ = {fit['weight_test']:.2f},
-w₂ = {fit['weight_test_diverse']:.2f}, R² {fit['r2']:.2f}; `er_multi_id.csv`, `fits_multi_id.csv`).
+w₂ = {fit['weight_test_diverse']:.2f}, R² {fit['r2']:.2f}; `er_multi_id.csv`, `fits_multi_id.csv`).{_strata_note(two)}
 
 {chr(10).join(rows)}
 

@@ -71,21 +71,45 @@ class BaselineFit:
         return f"BaselineFit(transform={self.transform!r}, clip_epsilon={self.clip_epsilon!r})"
 
 
-def bootstrap_lines(rng: np.random.Generator, tx, ty, n_draws: int) -> tuple[np.ndarray, np.ndarray]:
+def resample_indices(rng: np.random.Generator, n_models: int, n_draws: int, strata=None) -> np.ndarray:
+    """(n_draws, n_models) indices of baseline models drawn with replacement, one row per bootstrap draw.
+
+    Without `strata`: each draw takes `n_models` models uniformly from all of them
+    (``rng.integers(0, n_models, (n_draws, n_models))``). With `strata` ((n_models,) group labels,
+    e.g. each model's training distribution): a stratified bootstrap; each draw resamples with
+    replacement within each stratum, so every stratum keeps its size in every draw (column j of a
+    draw is always a model of model j's stratum). Strata are drawn in order of first appearance; a
+    stratum of one model is that model in every draw. One stratum gives the same draws as none."""
+    if strata is None:
+        return rng.integers(0, n_models, size=(n_draws, n_models))
+    labels = np.asarray(strata, dtype=object)
+    if labels.shape != (n_models,):
+        raise ValueError(f"strata: need one label per baseline model ({n_models}), got shape {labels.shape}")
+    if any(label is None or (isinstance(label, float) and np.isnan(label)) for label in labels):
+        raise ValueError("strata: every baseline model needs a label, got None or NaN")
+    idx = np.empty((n_draws, n_models), dtype=np.int64)
+    for label in dict.fromkeys(labels.tolist()):
+        members = np.flatnonzero(labels == label)
+        idx[:, members] = members[rng.integers(0, len(members), size=(n_draws, len(members)))]
+    return idx
+
+
+def bootstrap_lines(rng: np.random.Generator, tx, ty, n_draws: int, strata=None) -> tuple[np.ndarray, np.ndarray]:
     """Slopes and intercepts, each (n_draws,), of OLS refits on resampled baseline models.
 
     `tx`, `ty`: (n_models,) transformed id / shift accuracies. Each draw resamples the models with
-    replacement (vectorised over draws). A resample whose x values are all equal cannot define a
+    replacement (vectorised over draws), within each stratum when `strata` ((n_models,) group labels)
+    is given: see ``resample_indices``. A resample whose x values are all equal cannot define a
     line: such draws are redrawn (up to ``MAX_REDRAWS`` rounds); any still degenerate then (only
     possible when nearly all x are equal) give NaN, which callers skip (``nanquantile``).
     """
     tx, ty = np.asarray(tx, dtype=float), np.asarray(ty, dtype=float)
-    idx = rng.integers(0, len(tx), size=(n_draws, len(tx)))
+    idx = resample_indices(rng, len(tx), n_draws, strata)
     for _ in range(MAX_REDRAWS):
         bad = np.ptp(tx[idx], axis=1) == 0
         if not bad.any():
             break
-        idx[bad] = rng.integers(0, len(tx), size=(int(bad.sum()), len(tx)))
+        idx[bad] = resample_indices(rng, len(tx), int(bad.sum()), strata)
     x, y = tx[idx], ty[idx]
     xm, ym = x.mean(1, keepdims=True), y.mean(1, keepdims=True)
     var = ((x - xm) ** 2).sum(1)

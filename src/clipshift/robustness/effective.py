@@ -10,7 +10,7 @@ over all of them (``multi_id.PlaneFit``); see ``compute_effective_robustness``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -178,9 +178,37 @@ def _fit_row(dataset, id_name, transform, fit, weights: dict | None = None) -> d
     return {**row, **{WEIGHT_PREFIX + k: v for k, v in (weights or {}).items()}}
 
 
+def _resolve_strata(baseline_strata, meta: pd.DataFrame, baseline_models: list) -> pd.Series | None:
+    """The bootstrap stratum of each baseline model (a Series indexed by model), from a metadata column
+    name or a mapping model → group; None without strata."""
+    if baseline_strata is None:
+        return None
+    if isinstance(baseline_strata, str):
+        if baseline_strata not in meta.columns:
+            raise ValueError(f"baseline_strata: {baseline_strata!r} is not a metadata column of the results; "
+                             f"metadata columns: {sorted(meta.columns)}")
+        strata = meta[baseline_strata]
+    elif isinstance(baseline_strata, Mapping):
+        strata = pd.Series(dict(baseline_strata), dtype=object)
+    else:
+        raise TypeError(f"baseline_strata: expected a metadata column name or a mapping model -> group, got "
+                        f"{type(baseline_strata).__name__}")
+    strata = strata.reindex(baseline_models)
+    missing = [m for m, group in strata.items() if pd.isna(group)]
+    if missing:
+        raise ValueError(f"baseline_strata: no group for baseline model(s) {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''}")
+    return strata
+
+
+def _strata_of(strata: pd.Series | None, models) -> np.ndarray | None:
+    return None if strata is None else strata.reindex(models).to_numpy(dtype=object)
+
+
 def _single_id_tables(acc, counts, id_of: dict, shifts: list, baseline_models: list, transform: str,
-                      n_bootstrap: int, quantiles, rng) -> tuple[list, list]:
-    """ER rows and fit rows against lines (Taori et al.), one id dataset per shift."""
+                      n_bootstrap: int, quantiles, rng, strata: pd.Series | None) -> tuple[list, list]:
+    """ER rows and fit rows against lines (Taori et al.), one id dataset per shift; `strata`: the
+    baseline models' bootstrap strata (None: uniform resampling)."""
     id_names = list(dict.fromkeys(id_of.values()))
     draws = {d: _binomial(rng, acc[d], counts[d], n_bootstrap) for d in [*id_names, *shifts]}
     acc[AVERAGE] = acc[shifts].mean(axis=1, skipna=False)
@@ -194,14 +222,16 @@ def _single_id_tables(acc, counts, id_of: dict, shifts: list, baseline_models: l
         is_base = _baseline_rows(acc, baseline_models, id_name, needed, f"dataset {dataset!r}")
         fit = BaselineFit(transform, CLIP_EPSILON).fit(x[is_base].to_numpy(), y[is_base].to_numpy())
         fit_rows.append(_fit_row(dataset, id_name, transform, fit))
-        lines = bootstrap_lines(rng, t.forward(x[is_base]), t.forward(y[is_base]), n_bootstrap)
+        lines = bootstrap_lines(rng, t.forward(x[is_base]), t.forward(y[is_base]), n_bootstrap,
+                                _strata_of(strata, x.index[is_base]))
         er_parts.append(_er_rows(dataset, id_name, x, y, draws[id_name], draws[dataset], fit, lines, base, quantiles))
     return er_parts, fit_rows
 
 
 def _multi_id_tables(acc, counts, ids: list, shifts: list, baseline_models: list, transform: str,
-                     n_bootstrap: int, quantiles, rng) -> tuple[list, list]:
-    """ER rows and fit rows against planes over several id datasets (Shi et al. 2023)."""
+                     n_bootstrap: int, quantiles, rng, strata: pd.Series | None) -> tuple[list, list]:
+    """ER rows and fit rows against planes over several id datasets (Shi et al. 2023); `strata` as for
+    ``_single_id_tables``."""
     draws = {d: _binomial(rng, acc[d], counts[d], n_bootstrap) for d in [*ids, *shifts]}
     acc[AVERAGE] = acc[shifts].mean(axis=1, skipna=False)
     draws[AVERAGE] = np.mean([draws[d] for d in shifts], axis=0)
@@ -215,14 +245,15 @@ def _multi_id_tables(acc, counts, ids: list, shifts: list, baseline_models: list
         fit = PlaneFit(transform, CLIP_EPSILON).fit(x[is_base].to_numpy(), y[is_base].to_numpy())
         fit_rows.append(_fit_row(dataset, ID_SEPARATOR.join(ids), transform, fit, dict(zip(ids, fit.weights_))))
         planes = bootstrap_planes(rng, t.forward(x[is_base].to_numpy()), t.forward(y[is_base].to_numpy()),
-                                  n_bootstrap)
+                                  n_bootstrap, _strata_of(strata, x.index[is_base]))
         er_parts.append(_plane_er_rows(dataset, ids, x, y, x_draws, draws[dataset], fit, planes, base, quantiles))
     return er_parts, fit_rows
 
 
 def compute_effective_robustness(results: pd.DataFrame, id_dataset, shift_datasets, *, baseline_models,
                                  id_datasets: dict | None = None, transform: str = "logit", n_bootstrap: int = 1000,
-                                 confidence: float = 0.95, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                                 confidence: float = 0.95, seed: int = 0,
+                                 baseline_strata: str | Mapping | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Effective robustness per (model, shift) and on the average over shifts (``average``).
 
     One id dataset (`id_dataset` a name, or a list of one name: the same output): for each shift
@@ -245,6 +276,14 @@ def compute_effective_robustness(results: pd.DataFrame, id_dataset, shift_datase
     then averaged). A model lacking an id accuracy or a shift gets no row for it; a fit uses the
     baseline models that have all its accuracies.
 
+    `baseline_strata` makes the resampling of baseline models stratified: the name of a metadata
+    column of `results` (e.g. ``"train_distribution"``) or a mapping model id → group, giving every
+    baseline model a group. Each draw then resamples with replacement within each group, so every
+    group keeps its number of models in every draw (with the plane, no draw loses the models trained
+    on one distribution, which would leave that direction to one or two models); a group of one
+    model is that model in every draw. It applies to the line and the plane alike. Without it
+    (None) the models are resampled uniformly, as before (same draws for the same seed).
+
     Returns ``(er, fits)``. ``er``: one row per (model, dataset), columns ``ER_COLUMNS``, then with
     several id datasets ``id_accuracy_<name>`` per id dataset (``id_dataset`` is the names joined by
     ``+``, ``id_accuracy`` the first one's, ``baseline_accuracy`` the plane's prediction), then the
@@ -261,13 +300,14 @@ def compute_effective_robustness(results: pd.DataFrame, id_dataset, shift_datase
     _check_datasets(top1, id_of, ids, shift_datasets, baseline_models)
     multi = len(ids) > 1
     meta = _metadata(top1, results.columns, [ID_ACCURACY_PREFIX + d for d in ids] if multi else ())
+    strata = _resolve_strata(baseline_strata, meta, baseline_models)
     acc = top1.pivot(index="model", columns="dataset", values="value").astype(float)
     counts = (top1.pivot(index="model", columns="dataset", values="num_examples").astype(float)
               if "num_examples" in top1.columns else acc * np.nan)
     rng, alpha = np.random.default_rng(seed), (1 - confidence) / 2
     tables = _multi_id_tables if multi else _single_id_tables
     er_parts, fit_rows = tables(acc, counts, ids if multi else id_of, shift_datasets, baseline_models, transform,
-                                n_bootstrap, [alpha, 1 - alpha], rng)
+                                n_bootstrap, [alpha, 1 - alpha], rng, strata)
     er = pd.concat(er_parts, ignore_index=True).join(meta, on="model")
     columns = FIT_COLUMNS + ([WEIGHT_PREFIX + d for d in ids] if multi else [])
     return er, pd.DataFrame(fit_rows, columns=columns)
@@ -352,7 +392,8 @@ def default_shifts(table: pd.DataFrame, id_datasets: set, baseline_models: list)
 def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shifts=None,
                          id_datasets: dict | None = None, baseline_filter=None, transform: str = "logit",
                          n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
-                         return_fits: bool = False, results_options: dict | None = None):
+                         return_fits: bool = False, results_options: dict | None = None,
+                         baseline_strata: str | Mapping | None = None):
     """Effective robustness of every model in `results` above the baseline, in one call.
 
     `results` and `baseline`: paths of any table ``read_results`` reads (this project's long CSV,
@@ -361,7 +402,7 @@ def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shift
     ``read_results`` for the `results` file (``model_columns``, ``dataset_column``, ``value_column``,
     ``where``). Baseline models as in ``combine_tables``. `id_dataset`: a name, or a list of names for
     the multi-ID plane of Shi et al. `shifts`: names (default: see ``default_shifts``). Everything
-    else as ``compute_effective_robustness``.
+    else (``baseline_strata`` for a stratified bootstrap included) as ``compute_effective_robustness``.
 
     Returns the ER table (one row per model and shift, plus ``average``; fractions), or
     ``(er, fits)`` with `return_fits`. The shifts passed over for lack of baseline models are
@@ -388,7 +429,8 @@ def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shift
                              f"present: {sorted(set(table.loc[table['metric'] == 'top1', 'dataset']))}")
     er, fits = compute_effective_robustness(table, id_dataset, shifts, baseline_models=models,
                                             id_datasets=id_datasets, transform=transform,
-                                            n_bootstrap=n_bootstrap, confidence=confidence, seed=seed)
+                                            n_bootstrap=n_bootstrap, confidence=confidence, seed=seed,
+                                            baseline_strata=baseline_strata)
     er.attrs["skipped_shifts"] = list(skipped)
     er.attrs["notes"] = notes
     return (er, fits) if return_fits else er

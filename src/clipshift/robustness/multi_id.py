@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .baseline import NotFittedError
+from .baseline import NotFittedError, resample_indices
 from .transforms import CLIP_EPSILON, check_epsilon, check_accuracies, get_transform
 
 MAX_REDRAWS = 100  # rounds of redrawing degenerate bootstrap resamples before giving up on them
@@ -71,22 +71,25 @@ class PlaneFit:
         return f"PlaneFit(transform={self.transform!r}, clip_epsilon={self.clip_epsilon!r})"
 
 
-def bootstrap_planes(rng: np.random.Generator, tx, ty, n_draws: int) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_planes(rng: np.random.Generator, tx, ty, n_draws: int, strata=None) -> tuple[np.ndarray, np.ndarray]:
     """Weights (n_draws, K) and intercepts (n_draws,) of OLS refits on resampled baseline models.
 
     `tx`: (n_models, K) transformed id accuracies, `ty`: (n_models,) transformed shift accuracies.
-    Each draw resamples the models with replacement (vectorised over draws); a resample whose design
-    matrix is rank-deficient is redrawn (up to ``MAX_REDRAWS`` rounds), any still degenerate then
-    gives NaN, which callers skip (``nanquantile``)."""
+    Each draw resamples the models with replacement (vectorised over draws). With `strata`
+    ((n_models,) group labels, e.g. each model's training distribution) it resamples within each
+    stratum, so every draw keeps as many models of each distribution as the baseline has (see
+    ``baseline.resample_indices``); without, uniformly over all models, and a draw may then lack a
+    distribution altogether. A resample whose design matrix is rank-deficient is redrawn (up to
+    ``MAX_REDRAWS`` rounds), any still degenerate then gives NaN, which callers skip (``nanquantile``)."""
     tx, ty = np.asarray(tx, dtype=float), np.asarray(ty, dtype=float)
     n, k = tx.shape
     design = np.column_stack([tx, np.ones(n)])
-    idx = rng.integers(0, n, size=(n_draws, n))
+    idx = resample_indices(rng, n, n_draws, strata)
     for _ in range(MAX_REDRAWS):
         bad = np.linalg.matrix_rank(design[idx]) < k + 1
         if not bad.any():
             break
-        idx[bad] = rng.integers(0, n, size=(int(bad.sum()), n))
+        idx[bad] = resample_indices(rng, n, int(bad.sum()), strata)
     x, y = design[idx], ty[idx]  # (draws, n, K + 1), (draws, n)
     xtx, xty = np.einsum("dni,dnj->dij", x, x), np.einsum("dni,dn->di", x, y)
     good = np.linalg.matrix_rank(x) == k + 1
