@@ -220,7 +220,7 @@ def _step_losses(run: Path) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     for line in (run / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
-        if "step" in record:
+        if "step" in record and "epoch" not in record:  # epoch records carry the step count too
             out.setdefault(record["run"], []).append(record["loss"])
     return out
 

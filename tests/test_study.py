@@ -15,10 +15,12 @@ from clipshift.cli import main
 from clipshift.data.sources import subset_indices
 from clipshift.recipes.study import (HYPOTHESES, REGISTRY, TITLES, compare, load_study_config, study_plan, summarize,
                                      train_run)
+from clipshift.recipes.study.verdicts import Context
 
 
 def verdict(name, rows):
-    return REGISTRY[name].verdict(rows, lambda keys: [])
+    v = REGISTRY[name].verdict(rows, Context(pd.DataFrame(rows)))
+    return v.line, v.details
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +95,15 @@ def test_plan_deduplicates_and_nests_subsets():
     assert len(names) == len(set(names))
     per_seed = {e["config"] for e in plan if e.get("seed") == 0 and e["config"] != "baseline"}
     # sizes 300, 600 (diverse) + fractions 0, .5 (1.0 at n=600 is shared) + 2 supervised + SimCLR pre + fine-tune
+    # + CLIP diverse without each of three shifts' domains
     assert per_seed == {"clip_f100_n300", "clip_f100_n600", "clip_f000_n600", "clip_f050_n600",
-                        "sup_narrow_true_n600", "sup_diverse_tm_n600", "simclr_pre_n600", "simclr_tm_n600"}
+                        "sup_narrow_true_n600", "sup_diverse_tm_n600", "simclr_pre_n600", "simclr_tm_n600",
+                        "clip_f100_n600_no_sketch", "clip_f100_n600_no_rendition", "clip_f100_n600_no_objectnet"}
     order = {n: i for i, n in enumerate(names)}
     assert all(order[f"simclr_pre_n600_s{s}"] < order[f"simclr_tm_n600_s{s}"] for s in config.seeds)
     # every model is a `clipshift train` run; the diverse subsets of the two sizes share their seed: nested
-    runs = {e["name"]: train_run(config, e, Path("runs"), DISTRIBUTIONS) for e in plan}
+    domains = {s: {"exclude_files": f"world/exclude_{s}.txt"} for s in config.domains()}
+    runs = {e["name"]: train_run(config, e, Path("runs"), DISTRIBUTIONS, domains) for e in plan}
     small, large = (runs[f"clip_f100_n{n}_s0"]["sources"][0] for n in (300, 600))
     assert (small["size"], large["size"]) == (300, 600) and small["subset_seed"] == large["subset_seed"]
     a, b = (subset_indices(1000, s["size"], s["subset_seed"], "t") for s in (small, large))
@@ -164,3 +169,58 @@ def test_study_report_in_a_real_browser(quick_run, chromium, open_report):
     assert problems == []
     assert all(TITLES[h] in headings for h in HYPOTHESES) and "Configuration" in headings
     assert (quick_run / "report.png").stat().st_size > 50_000
+
+
+def _tables(markdown: str) -> list[list[dict]]:
+    """Every markdown table of `markdown` as a list of {header: cell} rows."""
+    tables, lines = [], markdown.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|") and i + 1 < len(lines) and set(lines[i + 1].replace("|", "")) <= set("-: "):
+            if i and lines[i - 1].startswith("|"):
+                continue
+            header = [c.strip() for c in line.strip("|").split("|")]
+            body = []
+            for row in lines[i + 2:]:
+                if not row.startswith("|"):
+                    break
+                body.append(dict(zip(header, (c.strip() for c in row.strip("|").split("|")))))
+            tables.append(body)
+    return tables
+
+
+def _number(cell: str) -> float:
+    return float(cell.replace(",", "").replace("%", "").replace("pp", "").replace("+", "").strip())
+
+
+def test_every_number_in_the_reports_tables_is_the_summarys(quick_run):
+    """Parse report.md's tables and check each cell against summary.csv / summary_shifts.csv (to the
+    printed precision) and verdicts.json: no number in the report is typed or stale."""
+    summary = pd.read_csv(quick_run / "summary.csv")
+    per_shift = pd.read_csv(quick_run / "summary_shifts.csv")
+    verdicts = {TITLES[v["hypothesis"]]: v for v in json.loads((quick_run / "verdicts.json").read_text())}
+    tables = _tables((quick_run / "report.md").read_text())
+    checked = 0
+    for table in tables:
+        for cells in table:
+            if "published finding" in cells:
+                v = verdicts[cells["hypothesis"]]
+                assert (cells["computed"], cells["agreement"].split()[0]) == (v["finding"], v["agreement"])
+                continue
+            if "configuration" not in cells:
+                continue
+            source = per_shift[per_shift["dataset"] == cells["shift"]] if "shift" in cells else summary
+            match = source[source["label"] == cells["configuration"]]
+            assert len(match) == 1, cells
+            r = match.iloc[0]
+            shift_column = "shift accuracy" if "shift" in cells else "avg shift accuracy"
+            for column, value in (("ID accuracy", r["id_accuracy"]), (shift_column, r["shift_accuracy"]),
+                                  ("ER", r["effective_robustness"])):
+                assert _number(cells[column]) == pytest.approx(100 * value, abs=0.051), (cells, column)
+            low, high = (_number(c) for c in cells["95% interval"].strip("[]").split(","))
+            assert (low, high) == (pytest.approx(100 * r["ci_low"], abs=0.051), pytest.approx(100 * r["ci_high"], abs=0.051))
+            assert int(cells["seeds"]) == r["seeds"]
+            assert _number(cells["seed sd"]) == pytest.approx(100 * r["er_sd"], abs=0.051)
+            for column, key in (("steps", "steps"), ("images seen", "images_seen")):
+                assert _number(cells[column]) == pytest.approx(r[key], abs=0.5), (cells, column)
+            checked += 1
+    assert checked >= 20  # every hypothesis' table was read

@@ -32,9 +32,10 @@ def real_config(tmp_path_factory):
         id_dataset="imagenet", shifts=SHIFTS, templates="simple", architecture="clipshift-tiny-bow", image_size=32,
         train_size=40, sizes=[20, 40], mixture=[0.0, 1.0], seeds=[0], jobs=1, bootstrap=50, probe_images=64,
         contrastive=dict(epochs=3, batch_size=16), supervised=dict(epochs=3, batch_size=16),
-        simclr=dict(epochs=1, batch_size=16), simclr_finetune=dict(epochs=2, batch_size=16),
+        simclr=dict(epochs=3, batch_size=16), simclr_finetune=dict(epochs=2, batch_size=16),
         baselines=[dict(train_size=10, epochs=1), dict(train_size=20, epochs=2), dict(train_size=40, epochs=3)],
-        reference=dict(train_size=20, epochs=1))
+        reference=dict(train_size=20, epochs=1),
+        exposure={"imagenet-sketch": {"exclude_captions": "holiday"}})  # a stand-in domain: the snapshot captions
     path = root / "study.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -116,14 +117,19 @@ def test_the_imagenet_config_plans_every_run(tmp_path):
     config = load_study_config(Path(__file__).parents[1] / "configs" / "fang2022-imagenet.yaml")
     plan = study_plan(config)
     # sizes 100k, 200k, 400k (diverse) + mixtures 0, 0.5 + two supervised + SimCLR pre-training and fine-tune
-    assert len(plan) == len(config.baselines) + 3 * 9
+    # + CLIP diverse without the sketch domain and without the rendition one
+    assert len(plan) == len(config.baselines) + 3 * 11
+    domains = {s: d["exclude_captions"] for s, d in config.domains().items()}
+    assert set(domains) == {"imagenet-sketch", "imagenet-r"} and "sketch" in domains["imagenet-sketch"]
     for entry in plan:  # each a valid `clipshift train` configuration
-        settings = train_run(config, entry, tmp_path, config.data)
+        settings = train_run(config, entry, tmp_path, config.data, config.domains())
         path = tmp_path / f"{entry['name']}.yaml"
         path.write_text(yaml.safe_dump(settings))
         run = load_train_config(path)
         assert run.architecture == "RN50" and run.image_size == 224 and run.classes == "imagenet"
-    sizes = {e["name"]: sum(s["size"] for s in train_run(config, e, tmp_path, config.data)["sources"]) for e in plan}
+    sizes = {e["name"]: sum(s["size"] for s in train_run(config, e, tmp_path, config.data, config.domains())["sources"])
+             for e in plan}
+    assert sizes["clip_f100_n400000_no_imagenet-r_s1"] == 400000
     assert sizes["clip_f100_n100000_s0"] == 100000 and sizes["clip_f050_n400000_s2"] == 400000
 
 
@@ -134,11 +140,26 @@ def test_eval_sets_as_clipshift_finetune_takes_them(real_config):
 
     root = yaml.safe_load(real_config.read_text())["eval_root"]
     config = load_study_config(real_config, {"eval_sets": ["imagenet", "imagenet-r", "objectnet"],
-                                             "id_dataset": "nothing", "shifts": ["imagenet-v2"]})
+                                             "id_dataset": "nothing", "shifts": ["imagenet-v2"],
+                                             "exposure": {"imagenet-r": {"exclude_captions": "holiday"}}})
+    assert config.domains() == {"imagenet-r": {"exclude_captions": "holiday"}}  # imagenet-sketch is not studied
     assert (config.id_dataset, config.shifts) == ("imagenet", ["imagenet-r", "objectnet"])
     names = class_names_for(config.classes)
     suite = open_eval_suite("imagenet-r", config, names)
     assert suite.num_classes == 4 and len(suite) > 0  # the subset's label space
     mapped = load_study_config(real_config, {"eval_sets": {"imagenet": f"{root}/imagenet/val",
-                                                           "imagenet-r": f"{root}/imagenet-r"}})
+                                                           "imagenet-r": f"{root}/imagenet-r"},
+                                             "exposure": {"imagenet-r": {"exclude_captions": "holiday"}}})
     assert mapped.shifts == ["imagenet-r"] and len(open_eval_suite("imagenet", mapped, names)) == 16
+
+
+def test_exposure_removes_the_named_domain_from_real_sources(real_config, local_run):
+    table = yaml.safe_load(real_config.read_text())["data"]["diverse"][0]["path"]
+    named = sum("holiday" in line.lower() for line in open(table).read().splitlines()[1:])
+    runs = {n: yaml.safe_load((local_run / "runs" / f"{n}_s0" / "config.yaml").read_text())["data"]
+            for n in ("clip_f100_n40", "clip_f100_n40_no_imagenet-sketch")}
+    full, without = (runs[n]["sources"][0] for n in runs)
+    assert named > 0 and without["rows"] == full["rows"] - named  # the snapshot captions are gone
+    assert without["kept"] == full["kept"] == 40  # at the same size
+    verdict = next(v for v in json.loads((local_run / "verdicts.json").read_text()) if v["hypothesis"] == "exposure")
+    assert "on `imagenet-sketch` ER" in verdict["verdict"] and verdict["agreement"] in ("agrees", "differs")

@@ -39,7 +39,7 @@ def _config(tmp_path: Path, name: str, **changes) -> Path:
 
 def _losses(run: Path) -> list[float]:
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in lines if "step" in r]
+    return [r["loss"] for r in lines if "step" in r and "epoch" not in r]
 
 
 def _weights(folder: Path) -> dict:

@@ -327,11 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     quick.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
     _add_config_args(quick)
     quick.set_defaults(func=cmd_quickstart)
-    st = sub.add_parser("study", help="the five-hypothesis study of Fang et al. (2022), seeds, verdicts, report",
-                        description="Train every configuration of the five hypotheses (size, distribution, language "
-                                    "at training and at test time, the contrastive loss) with several seeds, fit the "
-                                    "baseline, compute verdicts and write report.md and report.html. Re-running "
-                                    "into the same folder resumes.")
+    st = sub.add_parser("study", help="the six-hypothesis study (Fang et al. 2022; Mayilvahanan et al.), seeds, "
+                                      "verdicts beside the published findings, report",
+                        description="Train every configuration of the six hypotheses (size at equal steps, "
+                                    "distribution, language at training and at test time, the contrastive loss, "
+                                    "exposure to the shift's own domain) with several seeds, fit the baseline, "
+                                    "compute verdicts beside the published findings and write report.md and "
+                                    "report.html. Re-running into the same folder resumes.")
     st.add_argument("config", nargs="?", type=Path, help="YAML configuration (e.g. configs/fang2022.yaml)")
     st.add_argument("overrides", nargs="*", help="key=value settings, e.g. seeds=[0,1,2,3] train_size=2000")
     st.add_argument("--out", default="runs/study", help="run directory (default: runs/study)")

@@ -6,11 +6,14 @@
 - :func:`csv_rows`, :func:`imagenet_captions_rows`, :func:`world_rows`: one source's rows, with
   true labels in the class space where the source has them (-1: a class outside a subset).
 - :func:`subset_indices`: the rows a ``size``/``subset_seed`` keeps (nested for one seed).
+- :func:`excluded`: the rows a source's ``exclude_files`` / ``exclude_captions`` take out (a
+  domain removed from the training data, as the study's ``exposure`` hypothesis does).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,10 +158,46 @@ def _wnid_labels(wnids: list[str], space: ClassSpace, where: str) -> np.ndarray 
 
 
 def imagenet_captions_rows(source: dict, space: ClassSpace) -> tuple[list[str], list[str], np.ndarray | None]:
-    """(paths, captions, labels) of an ``imagenet_captions`` source; labels by wnid in an ImageNet space."""
+    """(paths, captions, labels) of an ``imagenet_captions`` source; labels by wnid in an ImageNet space.
+    Rows named by ``exclude_files`` or matching ``exclude_captions`` are left out (:func:`excluded`)."""
     paths, captions, wnids = read_imagenet_captions(source["json"], source["root"],
                                                     tuple(source.get("fields", CAPTION_FIELDS)), source.get("limit"))
-    return paths, captions, _wnid_labels(wnids, space, f"{source['json']}:")
+    return _exclude(source, paths, captions, _wnid_labels(wnids, space, f"{source['json']}:"))
+
+
+def excluded(source: dict, paths: list[str], captions: list[str]) -> np.ndarray:
+    """Boolean mask of the rows a source leaves out: images listed in ``exclude_files`` (a text
+    file, one image path a line, relative to that file's folder or absolute; blank lines and lines
+    starting with # skipped) and captions matching ``exclude_captions`` (a regular expression,
+    case-insensitive, searched anywhere in the caption)."""
+    out = np.zeros(len(paths), dtype=bool)
+    listed = source.get("exclude_files")
+    if listed:
+        listed = Path(listed).expanduser()
+        if not listed.is_file():
+            raise FileNotFoundError(f"exclude_files: {listed} not found (expected a text file of image paths, "
+                                    f"one a line)")
+        names = {str((listed.parent / line.strip()).absolute()) for line in listed.read_text().splitlines()
+                 if line.strip() and not line.lstrip().startswith("#")}
+        out |= np.array([str(Path(p).absolute()) in names for p in paths], dtype=bool)
+    pattern = source.get("exclude_captions")
+    if pattern:
+        try:
+            regex = re.compile(str(pattern), re.IGNORECASE)
+        except re.error as error:
+            raise ValueError(f"exclude_captions: {pattern!r} is not a regular expression: {error}") from None
+        out |= np.array([regex.search(c) is not None for c in captions], dtype=bool)
+    return out
+
+
+def _exclude(source: dict, paths: list[str], captions: list[str], labels):
+    drop = excluded(source, paths, captions)
+    if not drop.any():
+        return paths, captions, labels
+    if drop.all():
+        raise ValueError("exclude_files/exclude_captions leave out every row of the source")
+    keep = np.flatnonzero(~drop)
+    return [paths[i] for i in keep], [captions[i] for i in keep], None if labels is None else labels[keep]
 
 
 def _table_labels(values: list, space: ClassSpace, where: str) -> np.ndarray:
@@ -188,7 +227,7 @@ def csv_rows(source: dict, space: ClassSpace) -> tuple[list[str], list[str], np.
     if label_column and "label" not in table:
         raise ValueError(f"{source['path']}: no label column {label_column!r} (label_column of the source)")
     labels = _table_labels(list(table["label"]), space, source["path"]) if "label" in table else None
-    return list(table["filepath"]), list(table["caption"]), labels
+    return _exclude(source, list(table["filepath"]), list(table["caption"]), labels)
 
 
 def world_rows(source: dict, space: ClassSpace, image_size: int, seed: int,

@@ -112,6 +112,15 @@ def _suite_fingerprint(suite: EvalSuite) -> str:
     return digest.hexdigest()[:16]
 
 
+def dataset_fingerprint(data) -> str:
+    """What an evaluation set holds, for keeping scores: ImageTensors' digest of every pixel and target;
+    an EvalSuite's name, root, samples and each file's size and modification time."""
+    if isinstance(data, ImageTensors):
+        return data.digest()
+    return cache_key({"dataset": data.name, "root": str(Path(data.root).resolve()), "samples": _suite_fingerprint(data),
+                      "crop_border": data.crop_border})
+
+
 def _cache_path(model: EvalModel, data, name: str, cache_dir, strict: bool) -> Path | None:
     if cache_dir is None:
         return None

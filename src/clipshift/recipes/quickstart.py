@@ -68,15 +68,16 @@ def as_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
-def build_world(config: QuickstartConfig, world_dir: Path, progress: bool) -> dict:
-    """Generate and export the training CSVs and the evaluation ImageFolder trees (but `adversarial`)."""
+def build_world(config: QuickstartConfig, world_dir: Path, progress: bool, sizes: dict | None = None) -> dict:
+    """Generate and export the training CSVs (``train_size`` images each, unless `sizes` maps a
+    distribution to another count) and the evaluation ImageFolder trees (but `adversarial`)."""
     kw = dict(seed=config.seed, size=config.image_size, workers=config.workers, progress=progress)
-    for name in ("narrow", "diverse"):
-        split = generate_split(config.distribution(name), config.train_size, split=f"train_{name}", **kw)
-        export_caption_csv(split, world_dir)
+    counts = {name: (sizes or {}).get(name, config.train_size) for name in ("narrow", "diverse")}
+    for name, count in counts.items():
+        export_caption_csv(generate_split(config.distribution(name), count, split=f"train_{name}", **kw), world_dir)
     for name, dist in EVAL_DISTRIBUTIONS.items():
         export_imagefolder(generate_split(config.distribution(dist), config.eval_size, split=name, **kw), world_dir)
-    return {"images_generated": 2 * config.train_size + len(EVAL_DISTRIBUTIONS) * config.eval_size}
+    return {"images_generated": sum(counts.values()) + len(EVAL_DISTRIBUTIONS) * config.eval_size}
 
 
 def load_training_set(world_dir: Path, name: str, progress: bool, class_names=CLASS_NAMES,

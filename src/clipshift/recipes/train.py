@@ -37,9 +37,9 @@ Subsets of a source (``csv``, ``imagenet_captions``, ``world``):
 - ``size: N`` keeps N samples; ``subset_seed`` (an int or a list of ints, default 0) chooses them:
   the kept rows are ``np.sort(np.random.default_rng(subset_seed).permutation(L)[:N])``, L the
   source's samples after the class filter, so a smaller size with the same ``subset_seed`` is a
-  subset of a larger one (nested training sets). Without ``size`` every sample is kept.
-- ``world``: ``pool`` images are generated (default: ``size``) and, when ``pool`` is given, ``size``
-  of them kept as above; without ``pool``, ``size`` is the number generated and all are kept.
+  subset of a larger one (nested training sets). Without ``size`` every sample is kept. Before that,
+  ``exclude_files`` (a text file of image paths) and ``exclude_captions`` (a regex) drop rows (a domain).
+- ``world``: ``pool`` images are generated (default: ``size``), ``size`` of them kept as above.
 - Class filter: with ``classes`` a wnid file, a source keeps the samples of those classes only:
   by their label where the source has one (ImageNet-Captions' wnid, a csv label column of wnids),
   else by text matching (a caption naming exactly one of the classes). A ``world`` source with
@@ -79,7 +79,7 @@ __all__ = ["IN_MEMORY_MAX_IMAGES", "TrainRunConfig", "build_training_data", "che
 
 IN_MEMORY_MAX_IMAGES = 20000  # in_memory: auto decodes file-backed images once up to this many, else per batch
 OBJECTIVE_KIND = {name: objective.model_kind for name, objective in OBJECTIVES.items()}  # declared by each objective
-SUBSET_KEYS = {"size", "subset_seed"}
+SUBSET_KEYS = {"size", "subset_seed", "exclude_files", "exclude_captions"}  # exclude_*: data.sources.excluded
 SOURCE_KEYS = {
     "world": {"distribution", "size", "pool", "subset_seed", "seed", "weight", "type"},
     "csv": {"path", "sep", "filepath_column", "caption_column", "label_column", "weight", "type"} | SUBSET_KEYS,

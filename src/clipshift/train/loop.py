@@ -33,6 +33,7 @@ from ..distributed import world as world_size
 from ..io import atomic_write_text
 from ..models.factory import ModelSpec, normalize_images, save_checkpoint
 from ..progress import progress_bar
+from .holdout import EarlyStopping, split_holdout
 from .objectives import get_objective
 
 LATEST = "latest"  # text file in the checkpoint folder naming the newest complete checkpoint
@@ -58,6 +59,8 @@ class TrainConfig:
     local_loss: bool = False  # contrastive under DDP: each rank's rows against all (open_clip's --local-loss)
     temperature: float = 0.2  # simclr NT-Xent temperature
     log_every: int = 0  # write the loss to the log every this many steps (0: once per epoch)
+    holdout: float = 0.0  # share of the (labelled) training rows held out to measure accuracy each epoch
+    patience: int = 0  # with holdout: stop after this many epochs without a better held-out accuracy (0: never)
 
     def validate(self) -> "TrainConfig":
         get_objective(self.objective)
@@ -78,6 +81,12 @@ class TrainConfig:
             raise ValueError(f"log_every must be >= 0, got {self.log_every}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if not 0 <= self.holdout < 0.5:  # NaN too
+            raise ValueError(f"holdout must be in [0, 0.5), got {self.holdout}")
+        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
+            raise ValueError(f"patience must be an integer >= 0, got {self.patience!r}")
+        if self.patience and not self.holdout:
+            raise ValueError("patience needs holdout > 0: early stopping watches the held-out accuracy")
         return self
 
 
@@ -187,10 +196,21 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
     ``config.checkpoint_every`` optimizer steps and at the end; with `resume`, training continues
     from the newest one there, exactly (same data order, augmentations, optimizer state).
     `on_step(step, model)`, when given, is called on rank 0 after every optimizer step (to measure
-    along the way; it must leave the model in training mode)."""
+    along the way; it must leave the model in training mode). With ``config.holdout`` a share of the
+    rows is held out and the model kept is the best epoch's on them (:mod:`.holdout`)."""
+    held = None
+    if config.validate().holdout:
+        if getattr(data, "streaming", False) or world_size()[1] > 1:
+            raise ValueError("holdout (early stopping) needs in-memory data in one process, not streamed "
+                             "shards or torchrun")
+        data, held = split_holdout(data, config.holdout, config.seed)
     run = _set_up(model, data, config, desc=desc, checkpoint_dir=checkpoint_dir, spec=spec, on_step=on_step)
     if resume and checkpoint_dir is not None:
         _resume(run)
+    stopper = EarlyStopping(held, config.patience, Path(checkpoint_dir) if checkpoint_dir else None) \
+        if held is not None else None
+    if stopper is not None:
+        stopper.resume(run.history, model)
     if run.world > 1:
         run.trained = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[run.device] if run.device.type == "cuda" else None)
@@ -201,7 +221,12 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
     run.last_good = latest_checkpoint(checkpoint_dir) if checkpoint_dir else None
     try:
         for epoch in range(run.step // run.steps_per_epoch, config.epochs):
-            _log_epoch(run, _run_epoch(run, epoch))
+            if stopper is not None and stopper.stop(epoch):
+                break
+            record = _run_epoch(run, epoch)
+            _log_epoch(run, record if stopper is None else {**record, **stopper.after_epoch(model, epoch + 1)})
+        if stopper is not None:
+            stopper.restore(model)
         if checkpoint_dir is not None and run.rank == 0:
             order = run.order if run.order is not None else torch.empty(0, dtype=torch.long)
             save_training_state(checkpoint_dir, run.step, model, spec, run.optimizer, run.scheduler, run.generator,
@@ -244,6 +269,7 @@ class _Run:
     bar: object = None
     start: float = 0.0
     images_seen: int = 0
+    epoch_images: int = 0  # rows one epoch trains on (all of them, or full batches only)
 
     @property
     def micro(self) -> int:
@@ -279,7 +305,8 @@ def _set_up(model, data, config: TrainConfig, *, desc, checkpoint_dir, spec, on_
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp and device.type == "cuda"
                 else torch.autocast("cpu", enabled=False))
     return _Run(model, data, config, objective, optimizer, scheduler, generator, rank, world, device, autocast,
-                streaming, steps_per_epoch, total, desc, checkpoint_dir, spec, on_step, trained=model)
+                streaming, steps_per_epoch, total, desc, checkpoint_dir, spec, on_step, trained=model,
+                epoch_images=steps_per_epoch * config.batch_size if drop_last else len(data))
 
 
 def _optimizer_and_schedule(model, config: TrainConfig, total: int):
@@ -327,7 +354,8 @@ def _run_epoch(run: _Run, epoch: int) -> dict:
         epoch_loss += value * len(rows)
         seen += len(rows)
     return {"epoch": epoch + 1, "loss": epoch_loss / max(seen, 1), "lr": run.scheduler.get_last_lr()[0],
-            "seconds": round(time.perf_counter() - run.start, 2)}
+            "seconds": round(time.perf_counter() - run.start, 2), "step": run.step,
+            "images_seen": (epoch + 1) * run.epoch_images}
 
 
 def _train_step(run: _Run, epoch: int, rows: torch.Tensor) -> float:

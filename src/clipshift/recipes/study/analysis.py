@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from scipy import stats
@@ -10,11 +13,14 @@ from ...formatting import pct, pp
 from ...robustness.effective import AVERAGE
 
 
-def summarize(er: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
-    """One row per configuration (and head) on the average over shifts: means over seeds of the ID
-    accuracy, the shift accuracy and ER, with a t-interval over seeds (with one seed: the model's
-    own bootstrap interval)."""
-    avg = er[(er["dataset"] == AVERAGE) & ~er["is_baseline"].astype(bool)]
+BUDGET = ("steps", "images_seen")  # per model: optimizer steps and images seen (a fine-tune's include its pre-training)
+
+
+def summarize(er: pd.DataFrame, confidence: float = 0.95, dataset: str = AVERAGE) -> pd.DataFrame:
+    """One row per configuration (and head) on `dataset` (default: the average over shifts): means
+    over seeds of the ID accuracy, the shift accuracy, ER and the training budget, with a t-interval
+    over seeds (with one seed: the model's own bootstrap interval)."""
+    avg = er[(er["dataset"] == dataset) & ~er["is_baseline"].astype(bool)]
     rows = []
     for key, part in avg.groupby("config", sort=False):
         values = part["effective_robustness"].to_numpy(float)
@@ -25,14 +31,36 @@ def summarize(er: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
         else:
             low, high, kind = float(part["ci_low"].iloc[0]), float(part["ci_high"].iloc[0]), "bootstrap (1 seed)"
         first = part.iloc[0]
+        budget = {k: float(part[k].mean()) for k in BUDGET if k in part.columns}
         rows.append(dict(config=key, label=first["group"], objective=first["objective"], head=first["head"],
                          diverse_fraction=float(first["diverse_fraction"]), labels=first["labels"],
-                         train_size=int(first["train_size"]), seeds=n,
+                         train_size=int(first["train_size"]), seeds=n, **budget,
                          id_accuracy=float(part["id_accuracy"].mean()),
                          shift_accuracy=float(part["shift_accuracy"].mean()),
                          effective_robustness=mean, er_sd=float(values.std(ddof=1)) if n > 1 else float("nan"),
                          ci_low=low, ci_high=high, interval=kind))
     return pd.DataFrame(rows)
+
+
+def summarize_shifts(er: pd.DataFrame, shifts: list[str], confidence: float = 0.95) -> pd.DataFrame:
+    """:func:`summarize` on each shift, one table with a ``dataset`` column."""
+    parts = [summarize(er, confidence, d).assign(dataset=d) for d in shifts]
+    parts = [p for p in parts if len(p)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def run_budget(folder: Path) -> dict:
+    """Optimizer steps and images seen of the finished run in `folder`, from the last epoch record of its
+    ``metrics.jsonl`` (NaN where the log has none)."""
+    path = Path(folder) / "metrics.jsonl"
+    last = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            record = json.loads(line) if line.strip() else {}
+            if "epoch" in record and "step" in record:
+                last = record
+    found = {"steps": last.get("step"), "images_seen": last.get("images_seen")}
+    return {k: float(v) if v is not None else float("nan") for k, v in found.items()}
 
 
 def interval(row) -> str:
@@ -50,7 +78,7 @@ def compare(a, b) -> tuple[bool, str]:
             f"{pp(b['effective_robustness'])} {interval(b)}")
     if overlap(a, b):
         return False, f"{head}: intervals overlap, no effect detected (difference {pp(diff)})."
-    return True, f"{head}: intervals do not overlap, {'higher' if diff > 0 else 'lower'} ER by {pp(abs(diff))}."
+    return True, f"{head}: intervals do not overlap, {'higher' if diff > 0 else 'lower'} ER by {100 * abs(diff):.1f} pp."
 
 
 def rank_correlation(xs, ys) -> float:

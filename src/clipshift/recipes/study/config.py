@@ -12,6 +12,14 @@ from .hypotheses import HYPOTHESES
 
 WORLD_SHIFTS = ("v2", "sketch", "rendition", "objectnet", "adversarial")
 DISTRIBUTIONS = ("narrow", "diverse")
+SIZE_SCHEDULES = ("equal_steps", "equal_epochs")
+# H6: each shift's own domain in the world, by the attributes every image carries (style; factors: any
+# object-net-like factor). Real data name a domain with exclude_captions (a regex) or exclude_files.
+WORLD_DOMAINS = {"sketch": {"styles": ["sketch"]},
+                 "rendition": {"styles": ["cartoon", "pattern", "painting", "mosaic"]},
+                 "objectnet": {"factors": True}}
+DOMAIN_KEYS = {"styles", "factors", "exclude_captions", "exclude_files"}
+WORLD_DOMAIN_KEYS = {"styles", "factors"}
 
 
 @dataclass
@@ -21,6 +29,7 @@ class StudyConfig(QuickstartConfig):
     train_size: int = 4000
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     sizes: list[int] = field(default_factory=lambda: [2000, 4000])  # H1, CLIP on diverse data
+    size_schedule: str = "equal_steps"  # H1: equal_steps (every size the largest's optimizer steps) | equal_epochs
     mixture: list[float] = field(default_factory=lambda: [0.0, 0.33, 0.67, 1.0])  # H2, diverse fractions
     hypotheses: list[str] = field(default_factory=lambda: list(HYPOTHESES))
     baselines: list[BaselineRun] = field(default_factory=lambda: [
@@ -31,9 +40,14 @@ class StudyConfig(QuickstartConfig):
     reference: BaselineRun = field(default_factory=lambda: BaselineRun(2000, 4))
     contrastive: TrainConfig = field(default_factory=lambda: TrainConfig("contrastive", epochs=20, batch_size=64,
                                                                          lr=2e-3))
-    simclr: TrainConfig = field(default_factory=lambda: TrainConfig("simclr", epochs=10, batch_size=128, lr=2e-3))
-    simclr_finetune: TrainConfig = field(default_factory=lambda: TrainConfig("supervised", epochs=4, batch_size=128,
-                                                                             lr=1e-3))
+    # H5: SimCLR sees the images as often as CLIP (epochs >= contrastive.epochs); its fine-tune runs until the
+    # accuracy on a held-out tenth of its text-matched rows has not improved for `patience` epochs
+    simclr: TrainConfig = field(default_factory=lambda: TrainConfig("simclr", epochs=20, batch_size=128, lr=2e-3))
+    simclr_finetune: TrainConfig = field(default_factory=lambda: TrainConfig(
+        "supervised", epochs=30, batch_size=128, lr=1e-3, holdout=0.1, patience=3))
+    # H6: shift -> its domain, removed from `diverse` (default: WORLD_DOMAINS on the embedded world)
+    exposure: dict | None = None
+    diverse_pool: int | None = None  # images of the world's `diverse` set (default: train_size; 2x with exposure)
     probe_weight_decay: float = 1e-4  # L2 of the H4 linear probe
     probe_images: int = 10000  # at most this many labelled narrow training images fit the H4 probe
     bootstrap: int = 1000  # per-model ER bootstrap draws (er.csv)
@@ -82,6 +96,13 @@ class StudyConfig(QuickstartConfig):
             raise ValueError(f"mixture fractions {bad} must lie in [0, 1]")
         if "distribution" in self.hypotheses and len(set(self.mixture)) < 2:
             raise ValueError(f"mixture needs at least 2 fractions, got {self.mixture}")
+        if self.size_schedule not in SIZE_SCHEDULES:
+            raise ValueError(f"size_schedule must be one of {list(SIZE_SCHEDULES)}, got {self.size_schedule!r}")
+        if "loss" in self.hypotheses and self.simclr.epochs < self.contrastive.epochs:
+            raise ValueError(f"simclr.epochs {self.simclr.epochs} < contrastive.epochs {self.contrastive.epochs}: the "
+                             "loss hypothesis gives SimCLR at least the image passes CLIP gets on the same images")
+        if self.diverse_pool is not None and self.diverse_pool < self.train_size:
+            raise ValueError(f"diverse_pool {self.diverse_pool} must be at least train_size {self.train_size}")
         off = [b.name() for b in self.baselines if b.distribution != "narrow"]
         if off:
             raise ValueError(f"the study's baseline is supervised models on narrow data; got {off}")
@@ -115,6 +136,45 @@ class StudyConfig(QuickstartConfig):
             raise ValueError(f"shifts must name at least one set other than {self.id_dataset!r}, got {self.shifts}")
         if self.embedded and sorted(set(self.shifts) - set(WORLD_SHIFTS)):
             raise ValueError(f"the embedded world has the shifts {list(WORLD_SHIFTS)}; got {self.shifts}")
+        if "exposure" in self.hypotheses:
+            self._validate_exposure()
+
+    def domains(self) -> dict[str, dict]:
+        """H6: shift -> the domain removed from the training data for it (``exposure``, else the world's
+        domains of the shifts studied when the data are the world's)."""
+        if self.exposure is not None:  # a domain of a shift not studied in this run is left aside
+            return {s: d for s, d in self.exposure.items() if s in self.shifts}
+        return {s: d for s, d in WORLD_DOMAINS.items() if s in self.shifts} if self.data is None else {}
+
+    def pool_size(self) -> int:
+        """Images of the world's `diverse` training set: enough to keep `train_size` after removing a domain."""
+        if self.diverse_pool is not None:
+            return self.diverse_pool
+        return 2 * self.train_size if "exposure" in self.hypotheses else self.train_size
+
+    def _validate_exposure(self) -> None:
+        from ...data.imagenet import IMAGENET_SUITES
+
+        known = {*self.shifts, *WORLD_SHIFTS, *IMAGENET_SUITES}
+        unknown = sorted(set(self.exposure or {}) - known)
+        if unknown:
+            raise ValueError(f"exposure: {unknown} name no shift; the shifts here are {self.shifts}")
+        domains = self.domains()
+        how = ("name, per shift, the images of its domain: {SHIFT: {exclude_captions: REGEX}} or {SHIFT: "
+               "{exclude_files: FILE}} (a text file of image paths); on a world-like folder also {styles: [...]} "
+               "or {factors: true}")
+        if not domains or not isinstance(domains, dict):
+            raise ValueError(f"exposure: no domain to remove on these data; {how}, or drop 'exposure' from hypotheses")
+        for shift, domain in domains.items():
+            if not isinstance(domain, dict) or not domain or set(domain) - DOMAIN_KEYS:
+                raise ValueError(f"exposure.{shift}: expected a mapping with keys among {sorted(DOMAIN_KEYS)}, "
+                                 f"got {domain!r:.200}; {how}")
+            if self.data is not None and set(domain) & WORLD_DOMAIN_KEYS:
+                raise ValueError(f"exposure.{shift}: styles/factors are attributes of the world's images; real "
+                                 f"sources need {how}")
+        if self.data is not None and any(s.get("type") == "webdataset" for s in self.data["diverse"]):
+            raise ValueError("exposure removes rows of the diverse sources, which streamed webdataset shards cannot "
+                             "do here: give csv or imagenet_captions sources, or drop 'exposure' from hypotheses")
 
 
     def _use_eval_sets(self) -> None:
@@ -138,7 +198,7 @@ QUICK = dict(
     architecture="clipshift-tiny-bow", train_size=600, eval_size=200, adversarial_size=80, workers=2,
     sizes=[300, 600], mixture=[0.0, 0.5, 1.0],
     supervised=dict(epochs=4, batch_size=64), contrastive=dict(epochs=3, batch_size=64),
-    simclr=dict(epochs=2, batch_size=64), simclr_finetune=dict(epochs=2, batch_size=64),
+    simclr=dict(epochs=3, batch_size=64), simclr_finetune=dict(epochs=6, batch_size=64, patience=2),
     baselines=[dict(train_size=150, epochs=3), dict(train_size=300, epochs=4), dict(train_size=600, epochs=4)],
     reference=dict(train_size=300, epochs=3), bootstrap=200,
 )

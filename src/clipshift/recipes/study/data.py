@@ -33,6 +33,8 @@ class StudyData:
     probe_set: object | None
     world: bool
     facts: dict = field(default_factory=dict)
+    domains: dict = field(default_factory=dict)
+    fingerprints: dict = field(default_factory=dict)  # what kept scores depend on (run.fingerprint_data)
 
 
 def world_sources(root: Path) -> dict[str, list[dict]]:
@@ -51,7 +53,7 @@ def prepare(config, run_dir: Path, log, progress: bool, train_reference) -> Stud
         root, class_names = run_dir / "world", class_names_for("world")
         if not (root / WORLD_MARKER).is_file():
             t = time.perf_counter()
-            facts["world"] = build_world(config, root, progress)
+            facts["world"] = build_world(config, root, progress, sizes={"diverse": config.pool_size()})
             log.step(f"world: {facts['world']['images_generated']} images generated and exported",
                      time.perf_counter() - t)
     for name in ("train_narrow.csv", "train_diverse.csv", config.id_dataset):
@@ -77,8 +79,52 @@ def prepare(config, run_dir: Path, log, progress: bool, train_reference) -> Stud
                            for d in sets}
     images, labels = sets["narrow"]["images"], torch.from_numpy(sets["narrow"]["true"]).long()
     keep = labels >= 0
+    domains, facts["domains"] = world_domains(config, root, run_dir) if "exposure" in config.hypotheses else ({}, {})
     return StudyData(class_names, world_sources(root), eval_sets, ImageTensors(images[keep], labels[keep]),
-                     world=True, facts=facts)
+                     world=True, facts=facts, domains=domains)
+
+
+def world_domains(config, root: Path, run_dir: Path) -> tuple[dict, dict]:
+    """H6 on world-like data: per shift, ``run_dir/exclude_<shift>.txt`` listing the training images of its
+    domain (by the attributes tables: ``styles``, ``factors``; or the caption filter as given), and how
+    many images of each training set that removes and leaves."""
+    import pandas as pd
+    from ...data.sources import excluded
+
+    domains, counts = {}, {}
+    tables = {}
+    for d in DISTRIBUTIONS:
+        path = root / f"train_{d}.attributes.csv"
+        tables[d] = pd.read_csv(path, keep_default_na=False) if path.is_file() else None
+    for shift, domain in config.domains().items():
+        rows = {k: v for k, v in domain.items() if k in ("exclude_captions", "exclude_files")}
+        listed = []
+        for d, table in tables.items():
+            if table is None:
+                if set(domain) - set(rows):
+                    raise ValueError(f"exposure.{shift}: styles/factors need {root}/train_{d}.attributes.csv (an "
+                                     f"exported world's attributes); name the domain with exclude_captions or "
+                                     f"exclude_files instead")
+                continue
+            drop = np.zeros(len(table), dtype=bool)
+            if "styles" in domain:
+                drop |= table["style"].isin(list(domain["styles"])).to_numpy()
+            if domain.get("factors"):
+                factors = table["factors"].astype(str)
+                wanted = domain["factors"]
+                drop |= (factors != "").to_numpy() if wanted is True else \
+                    factors.apply(lambda f: bool(set(f.split("|")) & set(wanted))).to_numpy()
+            drop |= excluded(rows, [str(root / p) for p in table["filepath"]], list(table["caption"]))
+            listed += [str((root / p).absolute()) for p in table["filepath"][drop]]
+            counts.setdefault(shift, {})[d] = {"removed": int(drop.sum()), "left": int((~drop).sum())}
+            if d == "diverse" and (~drop).sum() < config.train_size:
+                raise ValueError(f"exposure.{shift}: removing its domain leaves {int((~drop).sum())} of the "
+                                 f"{len(table)} diverse images, fewer than train_size {config.train_size}; raise "
+                                 f"diverse_pool")
+        path = run_dir / f"exclude_{shift}.txt"
+        atomic_write_text(path, f"# training images of the {shift} domain: {domain}\n" + "\n".join(listed) + "\n")
+        domains[shift] = {"exclude_files": str(path.absolute())}
+    return domains, counts
 
 
 def _adversarial(config, root: Path, log, progress: bool, train_reference):
@@ -107,7 +153,11 @@ def _real(config) -> StudyData:
     class_names = class_names_for(config.classes)
     eval_sets = {name: open_eval_suite(name, config, class_names) for name in [config.id_dataset, *config.shifts]}
     probe = probe_suite(config, class_names) if "language_test" in config.hypotheses else None
-    return StudyData(class_names, {d: list(config.data[d]) for d in DISTRIBUTIONS}, eval_sets, probe, world=False)
+    domains = {shift: {k: (str(Path(v).expanduser().absolute()) if k == "exclude_files" else v)
+                       for k, v in domain.items()}
+               for shift, domain in config.domains().items()} if "exposure" in config.hypotheses else {}
+    return StudyData(class_names, {d: list(config.data[d]) for d in DISTRIBUTIONS}, eval_sets, probe, world=False,
+                     domains=domains)
 
 
 def open_eval_suite(name: str, config, class_names: list[str]) -> EvalSuite:

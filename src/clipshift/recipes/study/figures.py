@@ -18,10 +18,8 @@ def plot_hypothesis(hypothesis: Hypothesis, rows: list[dict], er: pd.DataFrame, 
     """Left: average-shift vs ID accuracy (logit axes) with the baseline models and fit, each seed's
     model small and each configuration's mean large (joined along a sweep). Right: ER per
     configuration with its interval over seeds and the seeds as dots."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    
+    if hypothesis.axis == "shift":
+        return plot_per_shift(hypothesis, rows, er, path)
     t = get_transform("logit")
     avg = er[er["dataset"] == AVERAGE]
     keys = [r["config"] for r in rows]
@@ -32,8 +30,7 @@ def plot_hypothesis(hypothesis: Hypothesis, rows: list[dict], er: pd.DataFrame, 
     lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
     pad = 0.08 * (hi - lo) + 0.15
     lo, hi = lo - pad, hi + pad
-    fig = Figure(figsize=(12, 5.2))
-    FigureCanvasAgg(fig)
+    fig = _figure((12, 5.2))
     ax, bx = fig.subplots(1, 2, gridspec_kw=dict(width_ratios=[1, 1.15]))
     grid = np.linspace(lo, hi, 200)
     fit = fits.set_index("dataset").loc[AVERAGE]
@@ -105,3 +102,62 @@ def _positions(hypothesis: Hypothesis, rows: list[dict]) -> list[float]:
     if hypothesis.axis != "categorical":
         return [float(r[hypothesis.axis]) for r in rows]
     return [float(i) for i in range(len(rows))]
+
+
+def _figure(size):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=size)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def plot_per_shift(hypothesis: Hypothesis, rows: list[dict], er: pd.DataFrame, path: Path) -> Path:
+    """ER on each shift of configurations compared per shift (rows in pairs: with, then without that
+    shift's domain): means with 95% intervals over seeds, each seed a dot."""
+    fig = _figure((9, 5))
+    ax = fig.subplots()
+    shifts = list(dict.fromkeys(r["dataset"] for r in rows))
+    styles = [("with the shift's domain", COLOURS[0], -0.14), ("without it", COLOURS[1], 0.14)]
+    for i, shift in enumerate(shifts):
+        pair = [r for r in rows if r["dataset"] == shift]
+        for (label, colour, offset), row in zip(styles, pair):
+            seeds = er[(er["dataset"] == shift) & (er["config"] == row["config"])]["effective_robustness"]
+            mean = 100 * row["effective_robustness"]
+            ax.errorbar([i + offset], [mean], yerr=[[mean - 100 * row["ci_low"]], [100 * row["ci_high"] - mean]],
+                        fmt="o", color=colour, ms=8, capsize=4, lw=1.5, zorder=4, label=label if i == 0 else None)
+            ax.scatter(i + offset + np.linspace(-0.03, 0.03, len(seeds)), 100 * seeds, color=colour, s=14, alpha=0.5,
+                       lw=0, zorder=3)
+    ax.axhline(0, color="black", lw=1)
+    ax.set_xticks(range(len(shifts)), shifts)
+    ax.set_xlim(-0.6, len(shifts) - 0.4)
+    ax.set_xlabel("shift (the domain removed is that shift's own)")
+    ax.set_ylabel("effective robustness on the shift (pp)")
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"{hypothesis.title}\nCLIP on diverse data with and without each shift's domain "
+                 "(mean, 95% interval over seeds; dots: seeds)", fontsize=10)
+    fig.tight_layout()
+    return save_png_atomic(fig, path)
+
+
+def plot_finetune_curves(curves: dict[str, list[dict]], path: Path) -> Path:
+    """Held-out accuracy per epoch of each early-stopped fine-tune; the kept (best) epoch marked."""
+    fig = _figure((7.5, 4.5))
+    ax = fig.subplots()
+    for i, (name, records) in enumerate(curves.items()):
+        epochs = [r["epoch"] for r in records]
+        acc = [100 * r["holdout_accuracy"] for r in records]
+        colour = COLOURS[i % len(COLOURS)]
+        ax.plot(epochs, acc, "-o", color=colour, ms=3, lw=1.2, label=name)
+        best = records[-1]["best_epoch"]
+        ax.scatter([best], [acc[epochs.index(best)]], s=90, facecolor="none", edgecolor=colour, lw=1.5, zorder=4)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("fine-tuning epoch")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.grid(alpha=0.25)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("SimCLR + text-matched fine-tune: held-out accuracy (circle: the epoch kept)", fontsize=10)
+    fig.tight_layout()
+    return save_png_atomic(fig, path)

@@ -1,32 +1,28 @@
-"""The five hypotheses of Fang et al. (2022), as a registry of small objects.
+"""The six hypotheses, as a registry of small objects.
 
-A :class:`Hypothesis` says which configurations it needs (``plan``: calls on the plan builder of
-:mod:`.plan`), which of them it compares, in display order (``keys``), how its verdict is computed
-from their summary rows (``verdict``), and how its figure lays them out (``axis``). A sixth
-hypothesis is one more entry in :data:`REGISTRY`.
+Five are Fang et al.'s (2022) candidate causes of CLIP's effective robustness; the sixth
+(``exposure``) is Mayilvahanan et al.'s question whether it comes from training images that
+already look like the test shift. A :class:`Hypothesis` says which configurations it needs
+(``plan``: calls on the plan builder of :mod:`.plan`), which of them it compares, in display order
+(``keys``; ``rows`` where the rows are per shift), how its verdict is computed (:mod:`.verdicts`),
+the published finding it tests and the findings that agree with it, and how its figure lays
+the rows out (``axis``). A seventh hypothesis is one more entry in :data:`REGISTRY`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
+from .keys import clip_key, fraction_tag, simclr_key, supervised_key
+from .verdicts import (distribution_verdict, exposure_rows, exposure_verdict, language_test_verdict,
+                       language_train_verdict, loss_verdict, size_verdict)
 
-from ...formatting import pp
-from .analysis import compare, rank_correlation
+__all__ = ["Hypothesis", "REGISTRY", "HYPOTHESES", "TITLES", "QUESTIONS", "clip_key", "fraction_tag",
+           "supervised_key", "simclr_key", "size_epochs"]
 
-
-def fraction_tag(fraction: float) -> str:
-    return f"{round(100 * fraction):03d}"
-
-
-def clip_key(fraction: float, size: int) -> str:
-    return f"clip_f{fraction_tag(fraction)}_n{size}"
-
-
-def supervised_key(distribution: str, labels: str, size: int) -> str:
-    return f"sup_{distribution}_{'true' if labels == 'true' else 'tm'}_n{size}"
+FANG = "Fang et al. (2022)"
 
 
 @dataclass(frozen=True)
@@ -36,63 +32,43 @@ class Hypothesis:
     question: str
     plan: Callable  # (builder, config) → None: asks the builder for the configurations it needs
     keys: Callable  # config → configuration keys compared, in display order
-    verdict: Callable  # (rows, lookup) → (verdict line, supporting sentences); lookup(keys) → summary rows
-    axis: str = "categorical"  # figure's x axis: train_size (log), diverse_fraction, or categorical
+    verdict: Callable  # (rows, Context) → Verdict
+    published: str  # the published finding this hypothesis tests, with its source
+    agrees_with: tuple[str, ...]  # computed findings that agree with the published one
+    axis: str = "categorical"  # figure's x axis: train_size (log), diverse_fraction, categorical, or shift
+    rows: Callable | None = None  # (config, Context) → rows, where they are not the keys' average rows
+
+    def agreement(self, finding: str) -> str:
+        return "agrees" if finding in self.agrees_with else "differs"
 
 
-# --- H1: size ---------------------------------------------------------------------------------------------------
+# --- H1: size ----------------------------------------------------------------------------------------------------
+
+def size_epochs(config, size: int) -> int:
+    """CLIP's epochs at training-set size `size`: the configured epochs (``equal_epochs``), or as many as
+    give the largest size's optimizer steps (``equal_steps``: full batches only, as the contrastive loss
+    trains)."""
+    epochs, batch = config.contrastive.epochs, config.contrastive.batch_size
+    if config.size_schedule == "equal_epochs":
+        return epochs
+    largest = max(config.sizes)
+    steps = max(largest // batch, 1) * epochs
+    return max(epochs, math.ceil(steps / max(size // batch, 1)))
+
 
 def _size_plan(b, config):
     for size in sorted(set(config.sizes)):
-        b.clip(1.0, size)
+        b.clip(1.0, size, epochs=size_epochs(config, size))
 
 
-def _sweep(rows, axis: str):
-    """A sweep along `axis` (rows in its order): its two ends, whether ER differs between them (the
-    sentence saying so) and the rank correlation of ER with the axis."""
-    low, high = rows[0], rows[-1]
-    effect, sentence = compare(high, low)
-    return low, high, effect, sentence, rank_correlation([r[axis] for r in rows],
-                                                          [r["effective_robustness"] for r in rows])
-
-
-def _size_verdict(rows, lookup):
-    small, large, effect, sentence, rho = _sweep(rows, "train_size")
-    line = (f"From n={small['train_size']} to n={large['train_size']} ID accuracy moves "
-            f"{pp(large['id_accuracy'] - small['id_accuracy'])} while ER moves "
-            f"{pp(large['effective_robustness'] - small['effective_robustness'])}: "
-            + ("the intervals do not overlap, so training-set size changes effective robustness."
-               if effect else "the intervals overlap: size moves the model along the baseline, "
-                              "no effect on effective robustness detected."))
-    return line, [sentence] + ([f"Rank correlation of ER with size: ρ = {rho:+.2f}."] if np.isfinite(rho) else [])
-
-
-# --- H2: distribution -------------------------------------------------------------------------------------------
+# --- H2: distribution --------------------------------------------------------------------------------------------
 
 def _distribution_plan(b, config):
     for fraction in sorted(set(config.mixture)):
         b.clip(float(fraction), config.train_size)
 
 
-def _distribution_verdict(rows, lookup):
-    low, high, effect, sentence, rho = _sweep(rows, "diverse_fraction")
-    line = (f"Diverse fraction {high['diverse_fraction']:g} vs {low['diverse_fraction']:g}: ER "
-            f"{pp(high['effective_robustness'])} vs {pp(low['effective_robustness'])}; "
-            + ("intervals do not overlap: the training distribution changes effective robustness"
-               if effect else "intervals overlap: no effect of the training distribution detected")
-            + (f" (rank correlation with the diverse fraction ρ = {rho:+.2f})." if np.isfinite(rho) else "."))
-    details = [sentence]
-    n = high["train_size"]
-    supervised = lookup([supervised_key("diverse", "text_match", n), supervised_key("narrow", "true", n)])
-    if len(supervised) == 2:  # the same question asked of H3's supervised models
-        effect, sentence = compare(*supervised)
-        details.append("Supervised models: " + sentence)
-        line += (f" Supervised models: diverse vs narrow data {pp(supervised[0]['effective_robustness'])} vs "
-                 f"{pp(supervised[1]['effective_robustness'])}, intervals {'do not overlap' if effect else 'overlap'}.")
-    return line, details
-
-
-# --- H3: language at training time ------------------------------------------------------------------------------
+# --- H3: language at training time -------------------------------------------------------------------------------
 
 def _language_train_plan(b, config):
     n = config.train_size
@@ -105,22 +81,7 @@ def _language_train_keys(config):
             supervised_key("diverse", "text_match", n)]
 
 
-def _language_train_verdict(rows, lookup):
-    pairs = [(rows[0], rows[1]), (rows[2], rows[3])] if len(rows) == 4 else []
-    results = [compare(a, b) for a, b in pairs]
-    found = [r for r, _ in results]
-    names = ["narrow data with true labels", "diverse data with text-matched labels"]
-    if not any(found):
-        line = ("Captions vs labels on the same images: intervals overlap on " + " and on ".join(names[: len(found)])
-                + ": no effect of language supervision at training time detected.")
-    else:
-        where = [f"{n} (captions {'higher' if a['effective_robustness'] > b['effective_robustness'] else 'lower'})"
-                 for n, f, (a, b) in zip(names, found, pairs) if f]
-        line = f"Captions vs labels on the same images: an effect is detected on {' and '.join(where)}."
-    return line, [s for _, s in results]
-
-
-# --- H4: language at test time ----------------------------------------------------------------------------------
+# --- H4: language at test time -----------------------------------------------------------------------------------
 
 def _language_test_plan(b, config):
     for fraction in (0.0, 1.0):
@@ -132,26 +93,7 @@ def _language_test_keys(config):
     return [f"{clip_key(f, n)}{suffix}" for f in (1.0, 0.0) for suffix in ("", "_bare", "_probe")]
 
 
-def _language_test_verdict(rows, lookup):
-    by = {r["config"]: r for r in rows}
-    details, effects = [], []
-    for base in [r for r in rows if r["head"] == "ensemble"]:
-        for other in ("_bare", "_probe"):
-            if base["config"] + other in by:
-                effect, sentence = compare(by[base["config"] + other], base)
-                details.append(sentence)
-                effects.append((other, effect, by[base["config"] + other]["effective_robustness"]
-                                - base["effective_robustness"]))
-    bare = [e for o, e, _ in effects if o == "_bare"]
-    probe = [(e, d) for o, e, d in effects if o == "_probe"]
-    direction = "falls" if probe and np.mean([d for _, d in probe]) < 0 else "rises"
-    line = ("Bare class name vs the prompt ensemble: " + ("an effect is detected" if any(bare) else "no effect detected")
-            + "; linear probe on the frozen features vs zero-shot: "
-            + (f"ER {direction} (intervals do not overlap)" if any(e for e, _ in probe) else "no effect detected") + ".")
-    return line, details
-
-
-# --- H5: the loss -----------------------------------------------------------------------------------------------
+# --- H5: the loss ------------------------------------------------------------------------------------------------
 
 def _loss_plan(b, config):
     b.clip(1.0, config.train_size), b.supervised("diverse", "text_match"), b.simclr_finetune()
@@ -159,38 +101,54 @@ def _loss_plan(b, config):
 
 def _loss_keys(config):
     n = config.train_size
-    return [f"simclr_tm_n{n}", clip_key(1.0, n), supervised_key("diverse", "text_match", n)]
+    return [simclr_key(n), clip_key(1.0, n), supervised_key("diverse", "text_match", n)]
 
 
-def _loss_verdict(rows, lookup):
-    simclr, clip_row, sup = (rows + [None, None, None])[:3]
-    details = [compare(simclr, clip_row)[1], compare(simclr, sup)[1]] if simclr and clip_row and sup else []
-    if not (simclr and clip_row):
-        return "Not enough configurations to compare.", details
-    effect, _ = compare(simclr, clip_row)
-    diff = simclr["effective_robustness"] - clip_row["effective_robustness"]
-    line = ("SimCLR + text-matched labels vs CLIP on the same diverse data: "
-            + (f"ER differs by {pp(diff)} (intervals do not overlap): the loss matters here." if effect
-               else "intervals overlap, no effect of the contrastive image–text loss detected."))
-    return line, details
+# --- H6: exposure to the shift's own domain ----------------------------------------------------------------------
+
+def _exposure_plan(b, config):
+    b.clip(1.0, config.train_size)
+    for shift in config.domains():
+        b.clip(1.0, config.train_size, without=shift)
+
+
+def _exposure_keys(config):
+    n = config.train_size
+    return [clip_key(1.0, n)] + [clip_key(1.0, n, without=s) for s in config.domains()]
 
 
 REGISTRY: dict[str, Hypothesis] = {h.name: h for h in (
     Hypothesis("size", "H1 · Training-set size", "Does more data make CLIP robust, or only more accurate?",
-               _size_plan, lambda c: [clip_key(1.0, s) for s in sorted(set(c.sizes))], _size_verdict, "train_size"),
+               _size_plan, lambda c: [clip_key(1.0, s) for s in sorted(set(c.sizes))], size_verdict,
+               f"{FANG}: more data of the same distribution moves a model along the baseline; size does not "
+               "explain CLIP's effective robustness.", ("no effect",), "train_size"),
     Hypothesis("distribution", "H2 · Training distribution",
                "Does the training distribution (narrow vs diverse, and mixtures) set the robustness?",
                _distribution_plan, lambda c: [clip_key(f, c.train_size) for f in sorted(set(c.mixture))],
-               _distribution_verdict, "diverse_fraction"),
+               distribution_verdict, f"{FANG}: the training distribution determines effective robustness.",
+               ("effect",), "diverse_fraction"),
     Hypothesis("language_train", "H3 · Language supervision at training time",
                "Does training on captions instead of labels, on the same images, give robustness?",
-               _language_train_plan, _language_train_keys, _language_train_verdict),
+               _language_train_plan, _language_train_keys, language_train_verdict,
+               f"{FANG}: captions instead of labels on the same images do not change effective robustness.",
+               ("no effect",)),
     Hypothesis("language_test", "H4 · Language at test time",
                "Do the prompts matter, and does a classifier fitted on the ID data keep the robustness?",
-               _language_test_plan, _language_test_keys, _language_test_verdict),
+               _language_test_plan, _language_test_keys, language_test_verdict,
+               f"{FANG}: the prompts (templates) used at test time do not change effective robustness.",
+               ("no effect",)),
     Hypothesis("loss", "H5 · The contrastive loss",
                "Is the contrastive image–text loss needed, or does SimCLR + text-matched labels do as well?",
-               _loss_plan, _loss_keys, _loss_verdict),
+               _loss_plan, _loss_keys, loss_verdict,
+               f"{FANG}: SimCLR pre-training with text-matched fine-tuning on the same data is as robust as CLIP; "
+               "the loss does not explain it.", ("no effect",)),
+    Hypothesis("exposure", "H6 · Exposure to the shift's own domain",
+               "Does CLIP stay robust on a shift when no training image comes from that shift's domain?",
+               _exposure_plan, _exposure_keys, exposure_verdict,
+               "Mayilvahanan et al. (ICLR 2025), CLIP trained on style-separated LAION: without a domain's images, "
+               "performance on that domain drops sharply (their ICLR 2024 study, pruning only the images most "
+               "similar to the test sets, found it largely persists).", ("shrinks", "vanishes"), "shift",
+               rows=lambda config, ctx: exposure_rows(config.domains(), config.train_size, ctx)),
 )}
 HYPOTHESES = tuple(REGISTRY)
 TITLES = {name: h.title for name, h in REGISTRY.items()}

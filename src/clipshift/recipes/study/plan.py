@@ -15,7 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ...train.loop import TrainConfig
-from .hypotheses import REGISTRY, clip_key, supervised_key
+from .hypotheses import REGISTRY
+from .keys import clip_key, simclr_key, supervised_key
 
 STREAMS = {"narrow": 0, "diverse": 1}
 
@@ -26,13 +27,18 @@ class PlanBuilder:
     def __init__(self, config):
         self.config, self.configs = config, {}
 
-    def clip(self, fraction: float, size: int, heads=None) -> str:
+    def clip(self, fraction: float, size: int, heads=None, epochs: int | None = None, without: str | None = None) -> str:
+        """CLIP on `fraction` diverse data, `size` images (`epochs`: other than the trainer's; `without`: a
+        shift whose domain is removed from the training data)."""
         label = {0.0: "CLIP narrow", 1.0: "CLIP diverse"}.get(fraction, f"CLIP {100 * fraction:g}% diverse")
-        key = clip_key(fraction, size)
-        kept = self.configs.get(key, {}).get("heads", ["ensemble"])
-        self.configs[key] = dict(objective="contrastive", diverse_fraction=fraction, labels="captions",
-                                 train_size=size, label=f"{label} (n={size})",
-                                 heads=list(heads) if heads is not None else kept)
+        key = clip_key(fraction, size, without)
+        kept = self.configs.get(key, {})
+        entry = dict(objective="contrastive", diverse_fraction=fraction, labels="captions", train_size=size,
+                     label=f"{label}{f' without {without} domain' if without else ''} (n={size})",
+                     heads=list(heads) if heads is not None else kept.get("heads", ["ensemble"]))
+        epochs = epochs if epochs is not None else kept.get("epochs")
+        self.configs[key] = entry | ({"epochs": epochs} if epochs is not None else {}) | \
+            ({"without": without} if without else {})
         return key
 
     def supervised(self, distribution: str, labels: str) -> str:
@@ -48,10 +54,10 @@ class PlanBuilder:
         n = self.config.train_size
         self.configs[f"simclr_pre_n{n}"] = dict(objective="simclr", diverse_fraction=1.0, labels="none", train_size=n,
                                                 label=f"SimCLR pre-training on diverse (n={n})", heads=[])
-        self.configs[f"simclr_tm_n{n}"] = dict(objective="supervised", diverse_fraction=1.0, labels="text_match",
-                                               train_size=n, label=f"SimCLR + text-matched fine-tune (n={n})",
-                                               heads=["head"], init_from=f"simclr_pre_n{n}")
-        return f"simclr_tm_n{n}"
+        self.configs[simclr_key(n)] = dict(objective="supervised", diverse_fraction=1.0, labels="text_match",
+                                           train_size=n, label=f"SimCLR + text-matched fine-tune (n={n})",
+                                           heads=["head"], init_from=f"simclr_pre_n{n}")
+        return simclr_key(n)
 
 
 def trainer(config, entry: dict) -> TrainConfig:
@@ -88,8 +94,8 @@ def study_plan(config) -> list[dict]:
             entry = dict(entry)
             if "init_from" in entry:
                 entry["init_from"] = f"{entry['init_from']}_s{seed}"
-            plan.append(dict(name=f"{key}_s{seed}", config=key, group=entry["label"], seed=seed,
-                             epochs=trainer(config, entry).epochs, **entry))
+            entry.setdefault("epochs", trainer(config, entry).epochs)
+            plan.append(dict(name=f"{key}_s{seed}", config=key, group=entry["label"], seed=seed, **entry))
     return plan
 
 
@@ -106,10 +112,17 @@ def model_seed(entry: dict) -> int:
     return entry["seed"] if entry["config"] == "baseline" else 1000 * entry["seed"] + 17
 
 
-def _sources(entry: dict, distributions: dict[str, list[dict]]) -> tuple[list[dict], int | None]:
+def _sources(entry: dict, distributions: dict[str, list[dict]],
+             domains: dict | None = None) -> tuple[list[dict], int | None]:
     """The training sources of `entry`: round(f·n) images of `diverse` and the rest of `narrow`, each
     the first images of a permutation seeded by (seed, distribution), so a smaller size is a subset of
-    a larger one. Streamed sources (webdataset) get weights and a sample count instead."""
+    a larger one. Streamed sources (webdataset) get weights and a sample count instead. An entry
+    `without` a shift's domain gets that domain's row filter (``domains[shift]``: exclude_files or
+    exclude_captions) on every source, before the subset is drawn."""
+    without = entry.get("without")
+    if without and (domains is None or without not in domains):
+        raise ValueError(f"{entry['name']}: no domain is named for the shift {without!r} (exposure)")
+    drop = domains[without] if without else {}
     n = entry["train_size"]
     n_diverse = int(round(entry["diverse_fraction"] * n))
     counts = {"narrow": n - n_diverse, "diverse": n_diverse}
@@ -129,18 +142,19 @@ def _sources(entry: dict, distributions: dict[str, list[dict]]) -> tuple[list[di
                 streamed = True
                 continue
             seed = [entry["seed"], STREAMS[distribution]] + ([j] if j else [])
-            out.append({**source, "size": share, "subset_seed": seed, "weight": share})
+            out.append({**source, **drop, "size": share, "subset_seed": seed, "weight": share})
     return out, n if streamed else None
 
 
-def train_run(config, entry: dict, runs_dir: Path, distributions: dict[str, list[dict]]) -> dict:
+def train_run(config, entry: dict, runs_dir: Path, distributions: dict[str, list[dict]],
+              domains: dict | None = None) -> dict:
     """The settings of the ``clipshift train`` run that trains `entry` (see the module doc)."""
     base = asdict(trainer(config, entry))
     seed = model_seed(entry)
     train = {**base, "seed": seed, "epochs": entry["epochs"], "augment": entry.get("augment", base["augment"])}
     train.pop("objective")
     objective = "finetune" if entry.get("init_from") else entry["objective"]
-    sources, samples = _sources(entry, distributions)
+    sources, samples = _sources(entry, distributions, domains)
     run = dict(out=str(runs_dir / entry["name"]), architecture=entry.get("architecture", config.architecture),
                objective=objective, classes=config.classes or "world",
                labels="source" if entry["labels"] == "true" else "text_match", image_size=config.image_size,

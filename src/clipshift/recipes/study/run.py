@@ -26,17 +26,20 @@ from ... import __version__
 from ...io import atomic_write_text
 from ...evaluate import HeadSpec, build_head, encode, evaluate
 from ...evaluate.heads import resolve_templates
+from ...evaluate.loop import dataset_fingerprint
 from ...models.load import file_digest, load_model
 from ...parallel import resolve_jobs, run_largest_first
 from ...robustness import compute_effective_robustness
+from ...robustness.effective import AVERAGE
 from ...world.captions import BARE_TEMPLATE, ZERO_SHOT_TEMPLATES
 from ..quickstart import Log, training_cost
 from ..train import load_train_config, run_training
-from .analysis import cautions, rows_of, summarize
+from .analysis import cautions, run_budget, summarize, summarize_shifts
 from .data import StudyData, prepare
-from .figures import plot_hypothesis
+from .figures import plot_finetune_curves, plot_hypothesis
 from .hypotheses import REGISTRY
 from .plan import study_plan, train_run, write_plan
+from .verdicts import Context
 
 HEAD_SUFFIX = {"ensemble": "", "bare": "_bare", "probe": "_probe", "head": ""}
 HEAD_LABELS = {"ensemble": "", "bare": " · bare class name", "probe": " · linear probe", "head": ""}
@@ -55,10 +58,11 @@ def _run_folder(run_dir: Path, name: str) -> Path:
     return run_dir / "runs" / name
 
 
-def write_train_config(config, entry: dict, run_dir: Path, distributions: dict[str, list[dict]]) -> Path:
+def write_train_config(config, entry: dict, run_dir: Path, distributions: dict[str, list[dict]],
+                       domains: dict | None = None) -> Path:
     """``runs/<name>/train.yaml``: the ``clipshift train`` settings of `entry` (rewritten only when changed)."""
     path = _run_folder(run_dir, entry["name"]) / "train.yaml"
-    text = yaml.safe_dump(train_run(config, entry, run_dir / "runs", distributions), sort_keys=False)
+    text = yaml.safe_dump(train_run(config, entry, run_dir / "runs", distributions, domains), sort_keys=False)
     if not path.is_file() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, text)
@@ -117,7 +121,7 @@ def evaluate_entry(config, entry: dict, run_dir: Path, data: StudyData) -> list[
                                                     "head": s["head"], "group": entry["group"] + HEAD_LABELS[s["head"]]})
             for s in evaluate(model, data.eval_sets, heads, cache_dir=cache_dir, workers=config.workers,
                               progress=False)]
-    atomic_write_text(folder / "eval.json", json.dumps({"stamp": _eval_stamp(entry, folder, data), "rows": rows},
+    atomic_write_text(folder / "eval.json", json.dumps({"stamp": eval_stamp(entry, folder, data), "rows": rows},
                                                         default=float))
     atomic_write_text(folder / "eval.csv", pd.DataFrame(rows).to_csv(index=False))
     return rows
@@ -129,9 +133,20 @@ def finished(config, entry: dict, run_dir: Path, data: StudyData) -> bool:
     return trained(folder) and (not entry["heads"] or kept_scores(entry, folder, data) is not None)
 
 
-def _eval_stamp(entry: dict, folder: Path, data: StudyData) -> dict:
+def fingerprint_data(config, data: StudyData) -> None:
+    """What the kept scores depend on besides the model: every evaluation set's content (pixels and
+    targets, or files' sizes and times), the probe's training images, the class names and templates."""
+    sets = {k: dataset_fingerprint(v) for k, v in data.eval_sets.items()}
+    probe = dataset_fingerprint(data.probe_set) if data.probe_set is not None else None
+    data.fingerprints = {"sets": sets, "probe_train": probe, "classes": data.class_names,
+                         "templates": config.templates, "probe_weight_decay": config.probe_weight_decay}
+
+
+def eval_stamp(entry: dict, folder: Path, data: StudyData) -> dict:
+    if not data.fingerprints:
+        raise RuntimeError("the study's data are not fingerprinted (fingerprint_data) before scores are kept")
     return {"model": file_digest(folder / "model" / "model.safetensors"), "heads": entry["heads"],
-            "sets": {k: len(v) for k, v in data.eval_sets.items()}}
+            **data.fingerprints}
 
 
 def kept_scores(entry: dict, folder: Path, data: StudyData) -> list[dict] | None:
@@ -140,7 +155,7 @@ def kept_scores(entry: dict, folder: Path, data: StudyData) -> list[dict] | None
     if not cached.is_file():
         return None
     kept = json.loads(cached.read_text())
-    return kept["rows"] if kept.get("stamp") == _eval_stamp(entry, folder, data) else None
+    return kept["rows"] if kept.get("stamp") == eval_stamp(entry, folder, data) else None
 
 
 def train_and_evaluate(config, entry: dict, run_dir: Path, data: StudyData, progress: bool):
@@ -192,28 +207,65 @@ def waves(plan: list[dict]) -> list[list[dict]]:
 
 
 def analyse(config, results: pd.DataFrame, run_dir: Path, data: StudyData) -> tuple:
-    """ER against the baseline, the per-configuration summary, and one section per hypothesis."""
+    """ER against the baseline, the per-configuration summaries (average and per shift), and one
+    section per hypothesis: its rows, computed verdict, the published finding beside it and figure."""
     shifts = [d for d in data.eval_sets if d != config.id_dataset]
     baseline_models = sorted(results.loc[results["config"] == "baseline", "model"].unique())
     er, fits = compute_effective_robustness(results, config.id_dataset, shifts, baseline_models=baseline_models,
                                             n_bootstrap=config.bootstrap, seed=config.seed)
     atomic_write_text(run_dir / "er.csv", er.to_csv(index=False))
     atomic_write_text(run_dir / "fits.csv", fits.to_csv(index=False))
-    summary = summarize(er)
+    summary, per_shift = summarize(er), summarize_shifts(er, shifts)
     atomic_write_text(run_dir / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(run_dir / "summary_shifts.csv", per_shift.to_csv(index=False))
+    base = er[(er["dataset"] == AVERAGE) & er["is_baseline"].astype(bool)]["id_accuracy"]
+    ctx = Context(summary, per_shift, (float(base.min()), float(base.max())), 1 / len(data.class_names))
     sections = []
     for name in config.hypotheses:
         hypothesis = REGISTRY[name]
-        rows = rows_of(summary, hypothesis.keys(config))
-        line, details = hypothesis.verdict(rows, lambda keys: rows_of(summary, keys))
-        details = details + cautions(rows, len(data.class_names))
+        rows = hypothesis.rows(config, ctx) if hypothesis.rows else ctx.rows(hypothesis.keys(config))
+        verdict = hypothesis.verdict(rows, ctx)
         figure = plot_hypothesis(hypothesis, rows, er, fits, run_dir / "figures" / f"study_{name}.png",
                                  config.id_dataset)
-        sections.append(dict(hypothesis=name, rows=rows, verdict=line, details=details, figure=figure))
+        sections.append(dict(hypothesis=name, rows=rows, verdict=verdict.line, finding=verdict.finding,
+                             published=hypothesis.published, agreement=hypothesis.agreement(verdict.finding),
+                             held_equal=verdict.held_equal, caveat=verdict.caveat, figure=figure,
+                             details=verdict.details + cautions(rows, len(data.class_names))))
     atomic_write_text(run_dir / "verdicts.json", json.dumps(
-        [{"hypothesis": s["hypothesis"], "verdict": s["verdict"], "details": s["details"]} for s in sections],
-        indent=2))
+        [{k: v for k, v in s.items() if k not in ("rows", "figure")} for s in sections], indent=2))
     return er, fits, summary, sections
+
+
+def finetune_curves(config, plan: list[dict], run_dir: Path, sections: list[dict]) -> None:
+    """H5's fine-tuning rule and curve: held-out accuracy per epoch of each SimCLR fine-tune (from its
+    ``metrics.jsonl``), as a figure and a paragraph added to the loss section."""
+    section = next((s for s in sections if s["hypothesis"] == "loss"), None)
+    curves = {}
+    for entry in [e for e in plan if e.get("init_from")] if section else []:
+        path = _run_folder(run_dir, entry["name"]) / "metrics.jsonl"
+        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+        by_epoch = {r["epoch"]: r for r in records if "holdout_accuracy" in r}  # a resumed run logs an epoch again
+        if by_epoch:
+            curves[entry["name"]] = [by_epoch[k] for k in sorted(by_epoch)]
+    if not curves:
+        return
+    figure = plot_finetune_curves(curves, run_dir / "figures" / "study_loss_finetune.png")
+    train = config.simclr_finetune
+    kept = "; ".join(f"`{name}` kept epoch {c[-1]['best_epoch']} of {len(c)} "
+                     f"({100 * max(r['holdout_accuracy'] for r in c):.1f}% held-out)" for name, c in curves.items())
+    stop = (f"training stops once it has not improved for {train.patience} epochs (at most {train.epochs})"
+            if train.patience else f"training runs all {train.epochs} epochs")
+    section["extra"] = (f"\n**Fine-tuning rule:** {100 * train.holdout:g}% of each fine-tune's text-matched training "
+                        f"rows are held out; after every epoch the accuracy on them is measured, {stop}, and the best "
+                        f"epoch's weights are the model. {kept}.\n\n![fine-tuning curves](figures/{figure.name})\n")
+
+
+def with_budgets(rows: list[dict], entry: dict, run_dir: Path) -> list[dict]:
+    """`rows` of `entry` with its training budget (steps, images seen; a fine-tune's with its pre-training's)."""
+    budget = run_budget(_run_folder(run_dir, entry["name"]))
+    if entry.get("init_from"):
+        budget = {k: v + run_budget(_run_folder(run_dir, entry["init_from"]))[k] for k, v in budget.items()}
+    return [{**row, **budget} for row in rows]
 
 
 def setup(config, out, log: Log, progress: bool) -> tuple[Path, StudyData, list[dict]]:
@@ -232,8 +284,9 @@ def setup(config, out, log: Log, progress: bool) -> tuple[Path, StudyData, list[
     data = prepare(config, run_dir, log, progress, _train_reference(config, run_dir, sources, progress))
     plan = study_plan(config)
     for entry in plan:
-        write_train_config(config, entry, run_dir, data.distributions)
+        write_train_config(config, entry, run_dir, data.distributions, data.domains)
     _check_sources(plan, run_dir)
+    fingerprint_data(config, data)
     return run_dir, data, plan
 
 
@@ -269,10 +322,12 @@ def run_study(config, out, *, progress: bool = True, quiet: bool = False, plan_o
     if evaluate_only is not None:
         return _evaluate_one(config, plan, run_dir, data, evaluate_only, quiet)
     outcome = train_all(config, plan, run_dir, data, log, progress)
-    results = pd.DataFrame([row for entry in plan for row in outcome["rows"][entry["name"]]])
+    results = pd.DataFrame([row for entry in plan for row in with_budgets(outcome["rows"][entry["name"]], entry,
+                                                                          run_dir)])
     atomic_write_text(run_dir / "results.csv", results.to_csv(index=False))
     t = time.perf_counter()
     er, fits, summary, sections = analyse(config, results, run_dir, data)
+    finetune_curves(config, plan, run_dir, sections)
     log.step("effective robustness fitted; verdicts and figures written", time.perf_counter() - t)
     probe_md = _probe(config, plan, run_dir, log, progress)
     facts = dict(data.facts, models=len(plan), models_trained_this_run=outcome["trained"], timings=log.timings,
