@@ -150,7 +150,7 @@ def test_loss_near_chance_says_the_comparison_is_not_fair():
 def test_loss_outside_the_baseline_names_the_fair_comparison():
     verdict, _ = judge("loss", _loss_rows(clip_id=0.95))
     assert verdict.caveat == ("Not accuracy-controlled: CLIP (95.0% ID) lies outside the baseline models' ID range "
-                              "[30.0%, 90.0%], so its ER rests on the line extrapolated.")
+                              "[30.0%, 90.0%] (5.0 pp above it), so its ER rests on the line extrapolated.")
     assert verdict.line.endswith(
         "The fair comparison is with supervised (75.0% ID): SimCLR +10.0 pp [+8.0 pp, +12.0 pp] vs supervised "
         "+18.0 pp [+17.0 pp, +19.0 pp]: intervals do not overlap, lower ER by 8.0 pp.")

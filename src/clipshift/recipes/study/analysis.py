@@ -78,7 +78,8 @@ def compare(a, b) -> tuple[bool, str]:
             f"{pp(b['effective_robustness'])} {interval(b)}")
     if overlap(a, b):
         return False, f"{head}: intervals overlap, no effect detected (difference {pp(diff)})."
-    return True, f"{head}: intervals do not overlap, {'higher' if diff > 0 else 'lower'} ER by {100 * abs(diff):.1f} pp."
+    direction = "higher" if diff > 0 else "lower"
+    return True, f"{head}: intervals do not overlap, {direction} ER by {100 * abs(diff):.1f} pp."
 
 
 def rank_correlation(xs, ys) -> float:

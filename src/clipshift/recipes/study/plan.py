@@ -27,7 +27,8 @@ class PlanBuilder:
     def __init__(self, config):
         self.config, self.configs = config, {}
 
-    def clip(self, fraction: float, size: int, heads=None, epochs: int | None = None, without: str | None = None) -> str:
+    def clip(self, fraction: float, size: int, heads=None, epochs: int | None = None,
+             without: str | None = None) -> str:
         """CLIP on `fraction` diverse data, `size` images (`epochs`: other than the trainer's; `without`: a
         shift whose domain is removed from the training data)."""
         label = {0.0: "CLIP narrow", 1.0: "CLIP diverse"}.get(fraction, f"CLIP {100 * fraction:g}% diverse")

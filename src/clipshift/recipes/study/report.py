@@ -143,8 +143,8 @@ def _domains_line(config, facts: dict) -> str:
     parts = []
     for shift, domain in config.domains().items():
         left = counts.get(shift, {}).get("diverse")
-        parts.append(f"`{shift}`: {describe_domain(domain)}" + (f" ({left['removed']} of {left['removed'] + left['left']} diverse "
-                                               f"images removed)" if left else ""))
+        removed = f" ({left['removed']} of {left['removed'] + left['left']} diverse images removed)" if left else ""
+        parts.append(f"`{shift}`: {describe_domain(domain)}{removed}")
     return (f"- H6 exposure: CLIP on `diverse` data ({config.pool_size()} generated) with one shift's domain removed, "
             f"at the same size ({config.train_size}) and steps as full `diverse`; " + "; ".join(parts) + ".\n")
 

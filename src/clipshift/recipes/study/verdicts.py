@@ -82,8 +82,11 @@ def accuracy_control(a: dict, b: dict, ctx: Context) -> tuple[bool, str]:
                            f"{pct(ctx.chance)}), where every model sits at the line's low end and ER is compressed "
                            f"toward zero")
         if not low <= row["id_accuracy"] <= high:
+            above = row["id_accuracy"] > high
+            past = row["id_accuracy"] - high if above else low - row["id_accuracy"]
             return False, (f"{row['label']} ({pct(row['id_accuracy'])} ID) lies outside the baseline models' ID range "
-                           f"[{pct(low)}, {pct(high)}], so its ER rests on the line extrapolated")
+                           f"[{pct(low)}, {pct(high)}] ({100 * past:.1f} pp {'above' if above else 'below'} it), so its "
+                           f"ER rests on the line extrapolated")
     gap = a["id_accuracy"] - b["id_accuracy"]
     return True, (f"both lie within the baseline models' ID range [{pct(low)}, {pct(high)}], where the line "
                   f"accounts for their ID gap of {pp(gap)}")
@@ -133,7 +136,8 @@ def distribution_verdict(rows, ctx: Context) -> Verdict:
         sup_effect, sup_sentence = compare(*supervised)
         details.append("Supervised models: " + sup_sentence)
         line += (f" Supervised models: diverse vs narrow data {pp(supervised[0]['effective_robustness'])} vs "
-                 f"{pp(supervised[1]['effective_robustness'])}, intervals {'do not overlap' if sup_effect else 'overlap'}.")
+                 f"{pp(supervised[1]['effective_robustness'])}, intervals "
+                 f"{'do not overlap' if sup_effect else 'overlap'}.")
     return Verdict(line, details, "effect" if effect else "no effect", held_equal(rows))
 
 
