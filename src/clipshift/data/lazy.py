@@ -25,6 +25,12 @@ from ._images import check_size, decode_many, decode_rgb, stack_into
 DECODE_THREADS = 4  # PIL decodes with the GIL released: threads overlap the file reads and decodes
 
 
+def take_images(images, index):
+    """The rows `index` (an int or bool ndarray or tensor) of uint8 images: a LazyImages' subset (nothing
+    decoded), or a tensor's rows."""
+    return images.take(index) if isinstance(images, LazyImages) else images[torch.as_tensor(index)]
+
+
 def _as_index(key, length: int) -> np.ndarray:
     """int64 positions of `key` (slice, bool mask, int sequence, LongTensor, ndarray) in 0..length-1."""
     if isinstance(key, slice):

@@ -115,10 +115,12 @@ def _suite_fingerprint(suite: EvalSuite) -> str:
 def dataset_fingerprint(data) -> str:
     """What an evaluation set holds, for keeping scores: ImageTensors' digest of every pixel and target;
     an EvalSuite's name, root, samples and each file's size and modification time."""
-    if isinstance(data, ImageTensors):
-        return data.digest()
-    return cache_key({"dataset": data.name, "root": str(Path(data.root).resolve()), "samples": _suite_fingerprint(data),
-                      "crop_border": data.crop_border})
+    return data.digest() if isinstance(data, ImageTensors) else cache_key(_suite_key(data))
+
+
+def _suite_key(suite: EvalSuite) -> dict:
+    return {"dataset": suite.name, "root": str(Path(suite.root).resolve()), "samples": _suite_fingerprint(suite),
+            "crop_border": suite.crop_border}
 
 
 def _cache_path(model: EvalModel, data, name: str, cache_dir, strict: bool) -> Path | None:
@@ -127,8 +129,7 @@ def _cache_path(model: EvalModel, data, name: str, cache_dir, strict: bool) -> P
     if isinstance(data, ImageTensors):
         dataset = {"dataset": name, "tensors": data.digest()}
     else:
-        dataset = {"dataset": data.name, "root": str(Path(data.root).resolve()), "samples": _suite_fingerprint(data),
-                   "crop_border": data.crop_border, "strict": strict}
+        dataset = {**_suite_key(data), "strict": strict}
     key = cache_key({"v": CACHE_VERSION, "weights": model.weights_id, "kind": model.kind,
                      "transform": model.preprocess_id if not isinstance(data, ImageTensors) else "uint8 tensors",
                      **dataset})

@@ -65,7 +65,7 @@ import torch
 import yaml
 
 from ..data import TextMatcher
-from ..data.lazy import DECODE_THREADS, LazyImages
+from ..data.lazy import DECODE_THREADS, LazyImages, take_images
 from ..data.sources import (ClassSpace, class_space, csv_rows, imagenet_captions_rows, read_imagenet_captions,
                             subset_indices, world_rows)
 from ..io import atomic_write_text
@@ -214,8 +214,7 @@ class _Rows:
     labels: np.ndarray | None
 
     def select(self, index: np.ndarray) -> "_Rows":
-        images = self.images.take(index) if isinstance(self.images, LazyImages) \
-            else self.images[torch.from_numpy(index)]
+        images = take_images(self.images, index)
         return _Rows(images, [self.captions[i] for i in index], None if self.labels is None else self.labels[index])
 
 
@@ -330,7 +329,7 @@ def build_training_data(config: TrainRunConfig, tokenizer, progress: bool = True
         else:
             labels = torch.from_numpy(matched).long()
         keep = labels >= 0
-        images = images.take(keep.numpy()) if isinstance(images, LazyImages) else images[keep]
+        images = take_images(images, keep)
         labels = labels[keep]
     images, summary["in_memory"] = _in_memory(images, config.in_memory, progress)
     summary["images_kept"] = int(len(images))

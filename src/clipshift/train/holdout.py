@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from ..data.lazy import LazyImages
+from ..data.lazy import take_images
 from ..models.factory import normalize_images, save_safetensors_atomic
 
 BEST = "best"  # folder in the checkpoint folder holding the best epoch's weights
@@ -35,8 +35,7 @@ def split_holdout(data, fraction: float, seed: int):
 
 
 def _take(data, index: torch.Tensor):
-    images = data.images.take(index.numpy()) if isinstance(data.images, LazyImages) else data.images[index]
-    return type(data)(images, labels=data.labels[index],
+    return type(data)(take_images(data.images, index), labels=data.labels[index],
                       tokens=None if data.tokens is None else data.tokens[index])
 
 
@@ -62,7 +61,7 @@ class EarlyStopping:
         self.held, self.patience, self.folder = held, patience, folder
         self.best_accuracy, self.best_epoch, self.weights = -1.0, 0, None
 
-    def resume(self, history: list[dict], model) -> None:
+    def resume(self, history: list[dict]) -> None:
         """Pick up from the epochs a resumed run already logged (and the best weights saved then)."""
         for record in history:
             if "holdout_accuracy" in record and record["holdout_accuracy"] > self.best_accuracy:

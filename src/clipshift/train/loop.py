@@ -210,7 +210,7 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
     stopper = EarlyStopping(held, config.patience, Path(checkpoint_dir) if checkpoint_dir else None) \
         if held is not None else None
     if stopper is not None:
-        stopper.resume(run.history, model)
+        stopper.resume(run.history)
     if run.world > 1:
         run.trained = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[run.device] if run.device.type == "cuda" else None)

@@ -49,16 +49,19 @@ def summarize_shifts(er: pd.DataFrame, shifts: list[str], confidence: float = 0.
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def run_budget(folder: Path) -> dict:
-    """Optimizer steps and images seen of the finished run in `folder`, from the last epoch record of its
-    ``metrics.jsonl`` (NaN where the log has none)."""
+def epoch_records(folder: Path) -> list[dict]:
+    """The per-epoch records of the run in `folder` (``metrics.jsonl``), one per epoch in order: an epoch
+    logged again by a resumed run counts once, as last logged; [] without a log."""
     path = Path(folder) / "metrics.jsonl"
-    last = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            record = json.loads(line) if line.strip() else {}
-            if "epoch" in record and "step" in record:
-                last = record
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    by_epoch = {r["epoch"]: r for r in records if "epoch" in r}
+    return [by_epoch[k] for k in sorted(by_epoch)]
+
+
+def run_budget(folder: Path) -> dict:
+    """Optimizer steps and images seen of the finished run in `folder`, from its last epoch record
+    (NaN where the log has none)."""
+    last = next((r for r in reversed(epoch_records(folder)) if "step" in r), {})
     found = {"steps": last.get("step"), "images_seen": last.get("images_seen")}
     return {k: float(v) if v is not None else float("nan") for k, v in found.items()}
 
@@ -93,9 +96,14 @@ def rows_of(summary: pd.DataFrame, keys: list[str]) -> list[dict]:
     return [index.loc[k].to_dict() | {"config": k} for k in keys if k in index.index]
 
 
+def near_chance(row, chance: float) -> bool:
+    """Whether a configuration's ID accuracy is under twice `chance` (its ER then says little: every
+    model near chance sits near the baseline's low end)."""
+    return bool(chance) and row["id_accuracy"] < 2 * chance
+
+
 def cautions(rows: list[dict], num_classes: int) -> list[str]:
-    """Sentences flagging configurations whose ID accuracy is under twice chance: their ER says
-    little, since every model near chance sits near the baseline's low end."""
+    """Sentences flagging configurations near chance (:func:`near_chance`)."""
     chance = 1 / num_classes
     return [f"Caution: {r['label']} is near chance in distribution ({pct(r['id_accuracy'])}; chance "
-            f"{pct(chance)}), so its ER is weak evidence either way." for r in rows if r["id_accuracy"] < 2 * chance]
+            f"{pct(chance)}), so its ER is weak evidence either way." for r in rows if near_chance(r, chance)]

@@ -15,12 +15,11 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-from .keys import clip_key, fraction_tag, simclr_key, supervised_key
+from .keys import clip_key, simclr_key, supervised_key
 from .verdicts import (distribution_verdict, exposure_rows, exposure_verdict, language_test_verdict,
                        language_train_verdict, loss_verdict, size_verdict)
 
-__all__ = ["Hypothesis", "REGISTRY", "HYPOTHESES", "TITLES", "QUESTIONS", "clip_key", "fraction_tag",
-           "supervised_key", "simclr_key", "size_epochs"]
+__all__ = ["Hypothesis", "REGISTRY", "HYPOTHESES", "TITLES", "QUESTIONS", "size_epochs"]
 
 FANG = "Fang et al. (2022)"
 

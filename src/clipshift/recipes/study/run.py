@@ -34,7 +34,7 @@ from ...robustness.effective import AVERAGE
 from ...world.captions import BARE_TEMPLATE, ZERO_SHOT_TEMPLATES
 from ..quickstart import Log, training_cost
 from ..train import load_train_config, run_training
-from .analysis import cautions, run_budget, summarize, summarize_shifts
+from .analysis import cautions, epoch_records, run_budget, summarize, summarize_shifts
 from .data import StudyData, prepare
 from .figures import plot_finetune_curves, plot_hypothesis
 from .hypotheses import REGISTRY
@@ -242,11 +242,9 @@ def finetune_curves(config, plan: list[dict], run_dir: Path, sections: list[dict
     section = next((s for s in sections if s["hypothesis"] == "loss"), None)
     curves = {}
     for entry in [e for e in plan if e.get("init_from")] if section else []:
-        path = _run_folder(run_dir, entry["name"]) / "metrics.jsonl"
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-        by_epoch = {r["epoch"]: r for r in records if "holdout_accuracy" in r}  # a resumed run logs an epoch again
-        if by_epoch:
-            curves[entry["name"]] = [by_epoch[k] for k in sorted(by_epoch)]
+        records = [r for r in epoch_records(_run_folder(run_dir, entry["name"])) if "holdout_accuracy" in r]
+        if records:
+            curves[entry["name"]] = records
     if not curves:
         return
     figure = plot_finetune_curves(curves, run_dir / "figures" / "study_loss_finetune.png")
@@ -286,7 +284,6 @@ def setup(config, out, log: Log, progress: bool) -> tuple[Path, StudyData, list[
     for entry in plan:
         write_train_config(config, entry, run_dir, data.distributions, data.domains)
     _check_sources(plan, run_dir)
-    fingerprint_data(config, data)
     return run_dir, data, plan
 
 
@@ -319,6 +316,7 @@ def run_study(config, out, *, progress: bool = True, quiet: bool = False, plan_o
             passes = sum(e["train_size"] * e["epochs"] for e in plan)
             print(f"plan: {path} ({len(plan)} training runs, {passes:.3g} image passes: size x epochs summed)")
         return path
+    fingerprint_data(config, data)  # what kept scores are checked against (not needed for --plan)
     if evaluate_only is not None:
         return _evaluate_one(config, plan, run_dir, data, evaluate_only, quiet)
     outcome = train_all(config, plan, run_dir, data, log, progress)

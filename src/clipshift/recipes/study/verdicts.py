@@ -16,7 +16,7 @@ import pandas as pd
 
 from ...formatting import pct, pp
 from ...robustness.effective import AVERAGE
-from .analysis import compare, interval, overlap, rank_correlation, rows_of
+from .analysis import compare, interval, near_chance, overlap, rank_correlation, rows_of
 from .keys import clip_key, supervised_key
 
 EQUAL_WITHIN = 0.05  # budgets within 5% of each other count as equal (whole epochs of whole batches)
@@ -77,7 +77,7 @@ def accuracy_control(a: dict, b: dict, ctx: Context) -> tuple[bool, str]:
     baseline models' ID range, where the line was fitted), and a sentence saying why."""
     low, high = ctx.baseline_id
     for row in (a, b):
-        if ctx.chance and row["id_accuracy"] < 2 * ctx.chance:
+        if near_chance(row, ctx.chance):
             return False, (f"{row['label']} is near chance in distribution ({pct(row['id_accuracy'])}; chance "
                            f"{pct(ctx.chance)}), where every model sits at the line's low end and ER is compressed "
                            f"toward zero")
