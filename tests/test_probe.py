@@ -23,7 +23,7 @@ from clipshift.probe import (OUTLIER_RATIO, activation_profile, auc_score, cka_m
                              linear_cka, load_broden, minibatch_cka, outlier_dimensions, probe_run, prune,
                              pruning_experiment, summarize_pruning, world_concepts)
 from clipshift.probe.concepts import split_mask
-from clipshift.probe.cli import add_parser
+from clipshift.cli_probe import add_parser
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -362,7 +362,9 @@ def _run_cli(argv: list[str]) -> int:
     return args.func(args)
 
 
-def test_probe_cli_on_real_model_layouts(tmp_path, broden_root):
+def _real_layouts(tmp_path: Path) -> None:
+    """ImageNet and ImageNet-R trees (3 classes, 3 images each) under tmp_path/data, a tiny timm
+    classifier (timm.pth), a tiny CLIP model (clip.pt) and one zero-shot template (templates.txt)."""
     rng = np.random.default_rng(0)
     wnids = [imagenet_wnids()[i] for i in (1, 207, 417)]
     for i, wnid in enumerate(wnids):
@@ -377,6 +379,10 @@ def test_probe_cli_on_real_model_layouts(tmp_path, broden_root):
     register_model_configs()
     torch.save(open_clip.create_model("clipshift-tiny").state_dict(), tmp_path / "clip.pt")
     (tmp_path / "templates.txt").write_text("a photo of a {}.\n")
+
+
+def test_probe_cli_on_real_model_layouts(tmp_path, broden_root):
+    _real_layouts(tmp_path)
     out = tmp_path / "out"
     code = _run_cli(["probe", "--model", "timm/clipshift_convnet_tiny", "--pretrained", str(tmp_path / "timm.pth"),
                      "--model", "clipshift-tiny", "--pretrained", str(tmp_path / "clip.pt"),
@@ -426,6 +432,64 @@ def test_probe_cli_on_real_model_layouts(tmp_path, broden_root):
     with pytest.raises(ValueError, match="once per --model"):
         _run_cli(["probe", "--model", "a", "--model", "b", "--pretrained", "x", "--out", str(out),
                   "--data-root", str(tmp_path / "data")])
+
+
+def test_probe_models_from_python_matches_the_command(tmp_path, monkeypatch):
+    from clipshift.data.imagenet import open_suite, score
+    from clipshift.evaluate.heads import HeadSpec, LinearHead, ZeroShotHead, build_head, imagenet_class_names
+    from clipshift.probe import pipeline, probe_models
+
+    _real_layouts(tmp_path)
+    timm_path, clip_path, templates = tmp_path / "timm.pth", tmp_path / "clip.pt", tmp_path / "templates.txt"
+    assert _run_cli(["probe", "--model", "timm/clipshift_convnet_tiny", "--pretrained", str(timm_path),
+                     "--model", "clipshift-tiny", "--pretrained", str(clip_path), "--data-root", str(tmp_path / "data"),
+                     "--datasets", "imagenet,imagenet-r", "--templates", str(templates), "--ks", "1,2",
+                     "--random-repeats", "2", "--workers", "0", "--batch-size", "4", "--out", str(tmp_path / "cmd"),
+                     "--quiet"]) == 0
+    built = []
+
+    def recording(spec, model, **kwargs):
+        head = build_head(spec, model, **kwargs)
+        built.append((spec, kwargs, head))
+        return head
+
+    monkeypatch.setattr(pipeline, "build_head", recording)
+    clip = load_model("clipshift-tiny", str(clip_path))  # a loaded model beside a (name, pretrained) pair
+    out = tmp_path / "py"
+    result = probe_models([("timm/clipshift_convnet_tiny", str(timm_path)), clip], ["imagenet", "imagenet-r"],
+                          data_root=tmp_path / "data", templates=str(templates), ks=(1, 2), random_repeats=2,
+                          workers=0, batch_size=4, out=out, progress=False)
+    # the same numbers as the command, byte for byte, and real ones
+    assert (out / "probe.csv").read_bytes() == (tmp_path / "cmd" / "probe.csv").read_bytes()
+    table = pd.read_csv(tmp_path / "cmd" / "probe.csv").set_index(["model", "analysis", "key"])["value"]
+    summary = result.summary.set_index("model")
+    assert list(summary.index) == ["clipshift_convnet_tiny/timm", "clipshift-tiny/clip.pt"]
+    for model in summary.index:
+        assert summary.at[model, "kurtosis_mean"] == pytest.approx(table[(model, "kurtosis", "kurtosis_mean")])
+        assert summary.at[model, "kurtosis_mean"] > 1.5
+    assert 0 < table[("clipshift-tiny/clip.pt", "cka", "clipshift_convnet_tiny/timm")] < 1
+    assert "Inside the representations" in result.markdown and result.markdown == (out / "probe.md").read_text()
+    # the heads come from the registry: the timm model's own linear head, the CLIP model's zero-shot head
+    (linear_spec, _, linear), (zs_spec, zs_options, zero_shot) = built
+    assert linear_spec.kind == "linear" and isinstance(linear, LinearHead)
+    assert zs_spec.kind == "zeroshot" and list(zs_spec.templates) == ["a photo of a {}."]
+    assert isinstance(zero_shot, ZeroShotHead) and zs_options["cache_dir"] == out / "cache"
+    registry = build_head(HeadSpec("zeroshot", templates=["a photo of a {}."]), clip, class_names=imagenet_class_names())
+    assert torch.equal(zero_shot.weights, registry.weights)
+    assert len(list((out / "cache" / "heads").glob("*.safetensors"))) == 1  # the registry's head cache
+    suite = open_suite("imagenet", data_root=tmp_path / "data")
+    acts = collect_activations(clip, suite, cache_dir=out / "cache", workers=0, progress=False)
+    expected = score(registry(acts.features), acts.targets, suite)["top1"]
+    assert table[("clipshift-tiny/clip.pt", "pruning", "none/k=0/imagenet")] == pytest.approx(expected)
+    # another head by name, no cache; a --pretrained count that does not match fails before loading anything
+    built.clear()
+    probe_models([clip], "imagenet", data_root=tmp_path / "data", heads={clip.name: HeadSpec("zeroshot")},
+                 templates="bare", ks=(1,), random_repeats=1, workers=0, out=tmp_path / "bare", cache=False,
+                 progress=False)
+    assert list(built[0][0].templates) == ["{}"] and built[0][1]["cache_dir"] is None
+    assert not (tmp_path / "bare" / "cache").exists()
+    with pytest.raises(ValueError, match="once per --model"):
+        probe_models(["a", "b"], "imagenet", pretrained=["x"], data_root=tmp_path / "data", out=tmp_path / "x")
 
 
 # --- end to end on a quickstart run directory ------------------------------------------------------------------

@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("run_dir", type=Path, help="run directory holding report.md (from quickstart or study)")
     rep.add_argument("--out", type=Path, help="HTML file to write (default RUN_DIR/report.html)")
     rep.set_defaults(func=cmd_report)
-    from .probe.cli import add_parser as add_probe_parser
+    from .cli_probe import add_parser as add_probe_parser
 
     add_probe_parser(sub)
     return parser

@@ -1,5 +1,5 @@
 """Values of command-line options shared by the sub-commands (:mod:`clipshift.cli` and
-:mod:`clipshift.probe.cli`); standard library only, so building the parser stays cheap."""
+:mod:`clipshift.cli_probe`); standard library only, so building the parser stays cheap."""
 
 from __future__ import annotations
 

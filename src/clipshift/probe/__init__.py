@@ -12,16 +12,17 @@ Robustness to ImageNet Distribution Shifts* (TMLR 2024), for any model the packa
 - :mod:`.cka`: linear CKA and minibatch CKA (unbiased HSIC), as a matrix across models.
 - :mod:`.analysis` / :mod:`.run`: everything for a set of models, ``probe.csv``, figures and a
   markdown section; :func:`probe_run` / :func:`probe_section` on a quickstart run directory.
-- :mod:`.cli`: the ``clipshift probe`` sub-command.
+- :mod:`.pipeline`: :func:`probe_models`, open_clip / timm / clipshift models on ImageNet-family
+  data (what ``clipshift probe --model`` runs; the command's parser is :mod:`clipshift.cli_probe`).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from ._defaults import AUC_THRESHOLD, DEFAULT_KS, OUTLIER_RATIO
+from ._defaults import AUC_THRESHOLD, DEFAULT_KS, OUTLIER_RATIO, REAL_DATASETS
 
-# Public names → submodule. Loaded on first use, so that ``clipshift.probe.cli`` (imported when the
+# Public names → submodule. Loaded on first use, so that ``clipshift.cli_probe`` (imported when the
 # command line is built) does not pull in torch, open_clip and matplotlib.
 _EXPORTS = {
     "activations": ("Activations", "LayerRecorder", "classifier_head", "collect_activations", "representation",
@@ -32,11 +33,12 @@ _EXPORTS = {
                  "load_broden", "world_concepts"),
     "outliers": ("activation_profile", "importance_order", "kurtosis", "kurtosis_summary", "outlier_dimensions"),
     "pruning": ("prune", "pruning_experiment", "summarize_pruning"),
+    "pipeline": ("probe_models",),
     "run": ("probe_run", "probe_section"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted(["AUC_THRESHOLD", "DEFAULT_KS", "OUTLIER_RATIO", *_MODULE_OF])
+__all__ = sorted(["AUC_THRESHOLD", "DEFAULT_KS", "OUTLIER_RATIO", "REAL_DATASETS", *_MODULE_OF])
 
 
 def __getattr__(name: str):

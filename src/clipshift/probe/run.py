@@ -8,7 +8,8 @@ What is probed: every checkpoint under ``checkpoints/`` (the baselines, the four
 reference model), h = the image tower's output (what the classifier head or the zero-shot head
 reads), on a seeded subsample of at most `max_images` images of the in-distribution set and of
 each shift named in ``er.csv``, read through ``world/<set>.attributes.csv``. Pruning scores the
-model's own head (the zero-shot head with the quickstart's prompt ensemble for CLIP models).
+model's own head (the zero-shot head with the quickstart's prompt ensemble for CLIP models), both
+from the head registry (:func:`clipshift.evaluate.heads.build_head`).
 Concepts are the world's scene attributes (style, colour, fill, background, factors) on the same
 images, pooled over the sets (at most `concept_images`, an equal share per set).
 """
@@ -23,8 +24,10 @@ import pandas as pd
 import torch
 
 from ..data import load_images
+from ..evaluate.heads import HeadSpec, build_head
 from ..progress import progress_bar
-from .activations import collect_activations, zero_shot_classifier
+from ..world.captions import ZERO_SHOT_TEMPLATES
+from .activations import collect_activations
 from .analysis import ModelProbe, ProbeConfig, ProbeResult, analyze, markdown_section, relative_figure_dir, write_outputs
 from .concepts import world_concepts
 
@@ -76,24 +79,16 @@ def _model_dirs(run_dir: Path, models) -> list[tuple[str, Path]]:
     return [(p.name, p) for p in dirs]
 
 
-def _head(model):
-    """The model's own head, or (CLIP) its zero-shot head with the world's prompt ensemble."""
-    if model.has_head:
-        return model.head_module()
-    from ..evaluate.heads import zero_shot_weights
-    from ..world.captions import ZERO_SHOT_TEMPLATES
-
-    return zero_shot_classifier(zero_shot_weights(model, model.class_names, ZERO_SHOT_TEMPLATES))
-
-
 def probe_run(run_dir, out_dir=None, *, max_images: int = 600, concept_images: int = 1200,
               config: ProbeConfig | None = None, models=None, progress: bool = False,
-              markdown_dir=None) -> ProbeResult:
+              markdown_dir=None, cache_dir=None) -> ProbeResult:
     """Probe every model of the quickstart run `run_dir`; write ``probe.csv`` and
     ``figures/probe_magnitudes.png``, ``figures/probe_kurtosis_vs_er.png``, ``figures/probe_cka.png``
     into `out_dir` (default: `run_dir`); return the :class:`ProbeResult` (``.markdown``: the report
     section, figure links relative to `markdown_dir`, default `out_dir`). `models`: checkpoint
-    names to probe (default all), or a mapping name → checkpoint folder."""
+    names to probe (default all), or a mapping name → checkpoint folder. Each model is scored with
+    the registry's ``linear`` head, or (CLIP) its ``zeroshot`` head with the world's prompt ensemble,
+    cached under `cache_dir` when given."""
     from ..models.load import load_model
 
     start = time.perf_counter()
@@ -132,7 +127,10 @@ def probe_run(run_dir, out_dir=None, *, max_images: int = 600, concept_images: i
             for n in names:
                 targets = torch.as_tensor([class_index[c] for c in tables[n]["class_name"]], dtype=torch.long)
                 sets[n] = (h[slices[n]], targets)
-            probes.append(ModelProbe(name, sets, _head(model),
+            head = (build_head("linear", model) if model.has_head else
+                    build_head(HeadSpec("zeroshot", templates=ZERO_SHOT_TEMPLATES), model,
+                               class_names=model.class_names, cache_dir=cache_dir))
+            probes.append(ModelProbe(name, sets, head,
                                      group=str(groups.get(name, model.metadata.get("group", ""))),
                                      concept_features=h[concept_index]))
             bar.update(1)

@@ -2,24 +2,20 @@
 
     clipshift probe --run runs/quickstart [--out DIR]
     clipshift probe --model ViT-B-32 --pretrained openai --model timm/resnet50 --pretrained a1_in1k \\
-        --data-root /data [--datasets imagenet,imagenet-r] [--broden /data/broden1_224] [--er er.csv] --out DIR
+        --data-root DATA [--datasets imagenet,imagenet-r] [--broden DATA/broden1_224] [--er er.csv] --out DIR
 
-Wire into ``clipshift.cli.build_parser`` with ``add_parser(sub)``; the handler returns an exit code.
-Importing this module (and registering the parser) loads neither torch nor open_clip: the handler
-imports what it needs.
+The parser and the printed summary only: ``--run`` calls :func:`clipshift.probe.probe_run`, ``--model``
+:func:`clipshift.probe.probe_models`. :func:`clipshift.cli.build_parser` registers it with
+``add_parser(sub)``; building the parser loads neither torch nor open_clip.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
-from dataclasses import replace
 from pathlib import Path
 
-from ..options import dataset_roots
-from ._defaults import AUC_THRESHOLD, DEFAULT_KS, OUTLIER_RATIO
-
-REAL_DATASETS = "imagenet,imagenet-v2,imagenet-sketch,imagenet-r,imagenet-a,objectnet"
+from .options import dataset_roots
+from .probe import AUC_THRESHOLD, DEFAULT_KS, OUTLIER_RATIO, REAL_DATASETS
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -72,16 +68,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _config(args):
-    from .analysis import ProbeConfig
-
+def _settings(args) -> dict:
+    """The :class:`~clipshift.probe.analysis.ProbeConfig` settings given on the command line."""
     try:
         ks = tuple(int(k) for k in args.ks.split(",") if k.strip())
     except ValueError:
         raise ValueError(f"--ks: expected comma-separated integers, got {args.ks!r}") from None
-    return ProbeConfig(outlier_ratio=args.outlier_ratio, ks=ks, random_repeats=args.random_repeats,
-                       summary_k=args.summary_k, auc_threshold=args.auc_threshold, cka_batch_size=args.cka_batch_size,
-                       seed=args.seed).validate()
+    return dict(outlier_ratio=args.outlier_ratio, ks=ks, random_repeats=args.random_repeats,
+                summary_k=args.summary_k, auc_threshold=args.auc_threshold, cka_batch_size=args.cka_batch_size,
+                seed=args.seed)
 
 
 def _print_summary(result, out: Path) -> None:
@@ -97,9 +92,11 @@ def _print_summary(result, out: Path) -> None:
 
 
 def cmd_probe(args) -> int:
-    config = _config(args)
+    from .probe.analysis import ProbeConfig
+
+    config = ProbeConfig(**_settings(args)).validate()
     if args.run is not None:
-        from .run import probe_run
+        from .probe import probe_run
 
         out = args.out or args.run
         result = probe_run(args.run, out, max_images=args.max_images or 600,
@@ -108,100 +105,17 @@ def cmd_probe(args) -> int:
             print("note: --layer is used with --model; the quickstart probe reads h only")
         _print_summary(result, Path(out))
         return 0
-    return _probe_models(args, config)
-
-
-def _subsample(suite, n: int, seed: int):
-    import numpy as np
-
-    if len(suite.samples) <= n:
-        return suite
-    keep = np.sort(np.random.default_rng([seed, len(suite.name)]).permutation(len(suite.samples))[:n])
-    return replace(suite, samples=[suite.samples[i] for i in keep])
-
-
-def _probe_models(args, config) -> int:
-    import pandas as pd
-    import torch
-
-    from ..data.imagenet import open_suites, score
-    from ..distributed import default_device
-    from ..evaluate.real import imagenet_class_names, resolve_templates, zero_shot_head
-    from ..models.load import load_model
-    from .activations import classifier_head, collect_activations, zero_shot_classifier
-    from .analysis import ModelProbe, analyze, markdown_section, write_outputs
-    from .concepts import load_broden
-
-    start = time.perf_counter()
     if args.out is None:
         raise ValueError("--out is required with --model")
-    pretrained = args.pretrained or []
-    if pretrained and len(pretrained) != len(args.model):
-        raise ValueError(f"give --pretrained once per --model, in order ({len(args.model)} models, "
-                         f"{len(pretrained)} --pretrained; 'none' for a checkpoint folder)")
-    pretrained = [None if p in (None, "", "none") else p for p in pretrained] or [None] * len(args.model)
-    max_images = args.max_images or 10000
-    suites = [_subsample(suite, max_images, args.seed)
-              for suite in open_suites(args.datasets, args.data_root, dataset_roots(args.dataset_root))]
-    broden = None
-    if args.broden is not None:
-        categories = [c.strip() for c in args.broden_categories.split(",")] if args.broden_categories else None
-        broden = load_broden(args.broden, categories=categories, max_images=args.concept_images or 5000,
-                             seed=args.seed, workers=args.workers)
-    device = torch.device(args.device) if args.device != "auto" else default_device()
-    out = Path(args.out)
-    cache = None if args.no_cache else (Path(args.cache_dir) if args.cache_dir else out / "cache")
-    common = dict(cache_dir=cache, batch_size=args.batch_size, workers=args.workers, device=device,
-                  progress=not args.quiet)
-    probes, concept_labels = [], None
-    for model_name, tag in zip(args.model, pretrained):
-        model = load_model(model_name, tag)
-        sets, layer_stats = {}, {}
-        for suite in suites:  # hooked layers on the in-distribution set only
-            acts = collect_activations(model, suite, layers=args.layer if suite is suites[0] else (),
-                                       desc=f"{suite.name} ({model.name})", **common)
-            sets[suite.name] = (acts.features, acts.targets)
-            if suite is suites[0]:
-                layer_stats = acts.layers
-        if model.kind == "clip":
-            templates = resolve_templates(args.templates)
-            head = zero_shot_classifier(zero_shot_head(model, imagenet_class_names(), templates, cache_dir=cache,
-                                                       device=device, progress=not args.quiet).to(device))
-        else:
-            head = classifier_head(model)
-        scorers = {s.name: (lambda logits, targets, s=s: score(logits.cpu(), targets, s)["top1"]) for s in suites}
-        concept_features = None
-        if broden is not None:
-            acts = collect_activations(model, broden.suite(), desc=f"broden ({model.name})", **common)
-            concept_features = acts.features
-            labels = broden.labels.iloc[acts.indices.numpy()].reset_index(drop=True)
-            if concept_labels is not None and len(labels) != len(concept_labels):
-                raise ValueError("the models decoded different numbers of Broden images; cannot compare their concepts")
-            concept_labels = labels
-        probes.append(ModelProbe(model.name, sets, _on(head, device), group=model.metadata.get("library", ""),
-                                 scorers=scorers, concept_features=concept_features, layers=layer_stats))
-    er = None
-    if args.er is not None:
-        table = pd.read_csv(args.er)
-        er = table[table["dataset"] == "average"] if "dataset" in table.columns else table
-    result = analyze(probes, suites[0].name, [s.name for s in suites[1:]], concept_labels=concept_labels, er=er,
-                     config=config)
-    write_outputs(result, out)
-    result.facts = {"representation": "the image encoder output h (CLIP: encode_image; timm: pre-logits features)",
-                    "images": f"up to {max_images} images per dataset ({', '.join(s.name for s in suites)}).",
-                    "seconds": time.perf_counter() - start}
-    from ..io import atomic_write_text
+    from .probe import probe_models
 
-    atomic_write_text(out / "probe.md", markdown_section(result, heading="#"))
-    _print_summary(result, out)
+    categories = [c.strip() for c in args.broden_categories.split(",")] if args.broden_categories else None
+    result = probe_models(args.model, args.datasets, out=args.out, pretrained=args.pretrained,
+                          data_root=args.data_root, dataset_roots=dataset_roots(args.dataset_root),
+                          max_images=args.max_images or 10000, broden=args.broden, broden_categories=categories,
+                          concept_images=args.concept_images or 5000, layers=args.layer, templates=args.templates,
+                          er=args.er, config=config, cache_dir=args.cache_dir, cache=not args.no_cache,
+                          batch_size=args.batch_size, workers=args.workers, device=args.device,
+                          progress=not args.quiet)
+    _print_summary(result, Path(args.out))
     return 0
-
-
-def _on(head, device):
-    """Run `head` on `device` and give CPU logits."""
-    import torch
-
-    def run(h: torch.Tensor) -> torch.Tensor:
-        return head(h.to(device)).float().cpu()
-
-    return run
