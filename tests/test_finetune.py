@@ -26,6 +26,7 @@ from clipshift.recipes.finetune import ProbeSettings, fit_probe_head, init_from_
 from clipshift.train.loop import TrainConfig, TrainData, latest_checkpoint, train
 
 from kill_helpers import kill_after_first_checkpoint
+from resume_helpers import where_resumed
 from clipshift.world.captions import ZERO_SHOT_TEMPLATES
 from clipshift.world.distributions import get_distribution
 from clipshift.world.export import export_caption_csv, export_imagefolder
@@ -172,7 +173,7 @@ def _setup(tmp_path: Path, world: Path, clip) -> Path:
 def test_finetune_recipe_end_to_end_with_exact_resume(tmp_path, world, clip, capsys):
     config = _setup(tmp_path, world, clip)
     run = tmp_path / "run"
-    assert main(["finetune", str(config), "--quiet"]) == 0
+    assert main(["finetune", str(config), "--quiet", "train.log_every=1"]) == 0
     wise = pd.read_csv(run / "wise.csv")
     assert list(wise["alpha"]) == [0.0, 0.5, 1.0] and list(wise["model"]) == ["zeroshot", "wiseft_a0.5", "full"]
     assert wise["best"].sum() == 1
@@ -196,8 +197,9 @@ def test_finetune_recipe_end_to_end_with_exact_resume(tmp_path, world, clip, cap
     assert len(steps) == 2
     shutil.rmtree(state / steps[-1])
     (state / "latest").write_text(steps[0] + "\n")
-    assert latest_checkpoint(state).name == steps[0]
-    assert main(["finetune", str(config), "--quiet", "--resume"]) == 0
+    assert latest_checkpoint(state).name == steps[0] == "step-0000004"  # of 2 epochs x 3 steps
+    assert main(["finetune", str(config), "--quiet", "--resume", "train.log_every=1"]) == 0
+    assert where_resumed(run / "metrics.jsonl", "full") == (4, [5, 6], [2])  # from step 4, not from 0
     resumed = load_file(str(run / "checkpoints" / "full" / "model.safetensors"))
     assert finished.keys() == resumed.keys() and all(torch.equal(finished[k], resumed[k]) for k in finished)
 
@@ -271,14 +273,17 @@ def test_finetune_killed_after_its_first_checkpoint_resumes_to_the_same_result(t
     """`clipshift finetune` SIGKILLed once its first training checkpoint is on disk, then run again with
     --resume: the fine-tuned weights, results.csv and wise.csv equal those of an uninterrupted run."""
     config = _setup(tmp_path, world, clip)
-    settings = ["modes=[full]", "alphas=[0,0.5,1]", "train.epochs=4", "train.checkpoint_every=2", "bootstrap=20"]
+    settings = ["modes=[full]", "alphas=[0,0.5,1]", "train.epochs=4", "train.checkpoint_every=2", "bootstrap=20",
+                "train.log_every=1"]
     assert main(["finetune", str(config), "--quiet", *settings, f"out={tmp_path / 'whole'}"]) == 0
     broken = tmp_path / "broken"
     killed_at = kill_after_first_checkpoint(["finetune", str(config), "--quiet", *settings, f"out={broken}"],
                                             broken / "train_state" / "full")
-    assert int(killed_at.name.split("-")[1]) < 4 * 3 and not (broken / "checkpoints" / "full").exists()
+    at = int(killed_at.name.split("-")[1])
+    assert at < 4 * 3 and not (broken / "checkpoints" / "full").exists()
 
     assert main(["finetune", str(config), "--quiet", "--resume", *settings, f"out={broken}"]) == 0
+    assert where_resumed(broken / "metrics.jsonl", "full") == (at, list(range(at + 1, 13)), list(range(at // 3 + 1, 5)))
     a, b = (load_file(str(run / "checkpoints" / "full" / "model.safetensors")) for run in (tmp_path / "whole", broken))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     for table in ("results.csv", "wise.csv"):

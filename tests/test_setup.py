@@ -1,6 +1,7 @@
 """The set-up the tests rely on: `make install` provides Chromium for the browser tests (idempotent,
-only as root with apt-get, a one-line note otherwise), CI runs `make test`, the dev extras hold the
-test dependencies. Only the Makefile's browser step runs here, with paths that never install anything."""
+only as root with apt-get, a one-line note otherwise), CI runs `make test` then `make test-slow`, the dev
+extras hold the test dependencies. Only the Makefile's browser step runs here, with paths that never install
+anything."""
 
 import os
 import shutil
@@ -42,10 +43,15 @@ def test_browser_step_whose_install_fails_notes_it_and_continues(tmp_path):
                                            "in a browser will be skipped")
 
 
-def test_ci_runs_make_test_and_make_test_installs_first():
-    assert "make test" in (ROOT / ".ci" / "run").read_text()
+def test_ci_runs_make_test_then_the_slow_tests_and_make_test_installs_first():
+    script = (ROOT / ".ci" / "run").read_text()
+    lines = [line.strip() for line in script.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert script.startswith("#!/usr/bin/env bash\n") and "set -euo pipefail" in lines
+    assert [line for line in lines if line.startswith("make")] == ["make test", "make test-slow"]  # the README's first
+    assert "\nmake test " in (ROOT / "README.md").read_text()
     makefile = (ROOT / "Makefile").read_text()
     assert "\ntest: install\n" in makefile and "\ninstall: $(STAMP) browser\n" in makefile
+    assert "\ntest-slow: install\n" in makefile and "-m slow" in makefile
 
 
 def test_dev_extras_hold_what_the_tests_import():

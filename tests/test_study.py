@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,8 @@ from clipshift.data.sources import subset_indices
 from clipshift.recipes.study import (HYPOTHESES, REGISTRY, TITLES, compare, load_study_config, study_plan, summarize,
                                      train_run)
 from clipshift.recipes.study.verdicts import Context
+
+from resume_helpers import where_resumed
 
 
 def verdict(name, rows):
@@ -65,12 +68,17 @@ def test_study_results_feed_clipshift_er(quick_run, tmp_path):
 
 def test_rerun_resumes_and_reproduces(quick_run):
     before = pd.read_csv(quick_run / "results.csv")
+    # one run as if killed after its last checkpoint, before its model was written: it resumes from that step
+    interrupted = quick_run / "runs" / "clip_f100_n300_s0"
+    shutil.rmtree(interrupted / "model")
+    last = int((interrupted / "checkpoints" / "latest").read_text().split("-")[1])
     assert main(["study", "--quick", "--out", str(quick_run), "--quiet"]) == 0
+    assert where_resumed(interrupted / "metrics.jsonl", "contrastive") == (last, [], [])  # nothing trained again
     facts = json.loads((quick_run / "facts.json").read_text())
-    assert facts["models_trained_this_run"] == 0 and facts["models"] == len(before["model"].str.replace(
+    assert facts["models_trained_this_run"] == 1 and facts["models"] == len(before["model"].str.replace(
         r"_(bare|probe)$", "", regex=True).unique()) + 3  # + the three SimCLR pre-trainings (not evaluated)
     assert len(facts["train_seconds"]) == facts["models"]  # the first run's training times survive the resume
-    assert f"reused {facts['models']} from an earlier run" in (quick_run / "report.md").read_text()
+    assert f"reused {facts['models'] - 1} from an earlier run" in (quick_run / "report.md").read_text()
     pd.testing.assert_frame_equal(pd.read_csv(quick_run / "results.csv"), before)
 
 

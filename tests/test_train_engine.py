@@ -21,6 +21,7 @@ from clipshift.train import objectives
 from clipshift.train.loop import TrainConfig, TrainData, TrainingDiverged, latest_checkpoint, train
 
 from kill_helpers import kill_after_first_checkpoint
+from resume_helpers import where_resumed
 
 
 def _config(tmp_path: Path, name: str, **changes) -> Path:
@@ -39,7 +40,7 @@ def _config(tmp_path: Path, name: str, **changes) -> Path:
 
 def _losses(run: Path) -> list[float]:
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in lines if "step" in r and "epoch" not in r]
+    return [r["loss"] for r in lines if "loss" in r and "epoch" not in r]
 
 
 def _weights(folder: Path) -> dict:
@@ -50,15 +51,19 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
     # 8 epochs of 3 steps, a checkpoint every 2: the kill comes with most of the run still to go
     changes = {"objective": "contrastive", "labels": "text_match", "architecture": "clipshift-tiny-bow",
                "sources": [{"type": "world", "distribution": "narrow", "size": 96}],
-               "train": {"epochs": 8, "batch_size": 32, "checkpoint_every": 2, "log_every": 0}}
+               "train": {"epochs": 8, "batch_size": 32, "checkpoint_every": 2, "log_every": 1}}
     whole = _config(tmp_path, "whole", **changes)
     assert main(["train", str(whole), "--quiet"]) == 0
     broken = _config(tmp_path, "broken", **changes)
     killed_at = kill_after_first_checkpoint(["train", str(broken), "--quiet"], tmp_path / "broken" / "checkpoints")
     assert not (tmp_path / "broken" / "model").exists()  # it did not finish
     total_steps = 8 * (96 // 32)
-    assert int(killed_at.name.split("-")[1]) < total_steps
+    at = int(killed_at.name.split("-")[1])
+    assert at < total_steps
     assert main(["train", str(broken), "--quiet", "--resume"]) == 0
+    # it went on from the checkpoint's step, not from 0: the steps after it, once each, and their epochs
+    assert where_resumed(tmp_path / "broken" / "metrics.jsonl", "contrastive") == \
+        (at, list(range(at + 1, total_steps + 1)), list(range(at // 3 + 1, 9)))
     a, b = _weights(tmp_path / "whole" / "model"), _weights(tmp_path / "broken" / "model")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
@@ -114,6 +119,29 @@ def test_nan_loss_stops_with_the_last_good_checkpoint(tmp_path, monkeypatch):
     assert latest_checkpoint(folder).name == "step-0000004"
     state = torch.load(latest_checkpoint(folder) / "state.pt", weights_only=True)  # nothing unpickled
     assert state["step"] == 4
+
+
+def test_train_resumes_from_the_checkpoint_step_and_says_so(tmp_path, capsys):
+    """`train(resume=True)` runs only the steps after the checkpoint's (counted by `on_step`), logs a
+    resume record with that step and says it on stderr; with no checkpoint it starts at step 0, silently."""
+    spec = ModelSpec("classifier", "clipshift-tiny", ["a", "b"])
+    data = TrainData(torch.randint(0, 255, (32, 3, 32, 32), dtype=torch.uint8), labels=torch.arange(32) % 2)
+    config = TrainConfig("supervised", epochs=2, batch_size=8, checkpoint_every=3, log_every=1)  # 8 steps
+    folder, log = tmp_path / "ckpt", tmp_path / "metrics.jsonl"
+
+    def run(resume):
+        steps = []
+        history = train(build_model(spec, seed=0), data, config, progress=False, checkpoint_dir=folder, spec=spec,
+                        log_path=log, resume=resume, on_step=lambda step, model: steps.append(step))
+        return steps, history
+
+    assert run(resume=True)[0] == list(range(1, 9)) and "resumed" not in capsys.readouterr().err  # nothing to resume
+    (folder / "step-0000008").rename(folder / "gone")  # as if killed after the checkpoint of step 6
+    (folder / "latest").write_text("step-0000006\n")
+    steps, history = run(resume=True)
+    assert steps == [7, 8] and [r["epoch"] for r in history] == [1, 2]  # epoch 1 from the checkpoint's history
+    assert where_resumed(log, "train") == (6, [7, 8], [2])
+    assert "train: resumed from step 6 of 8 (step-0000006)" in capsys.readouterr().err
 
 
 def _write_images(folder: Path, n: int, rng) -> list[str]:
@@ -233,6 +261,7 @@ def test_streamed_training_resumes_exactly(tmp_path, shards):
     shutil.copytree(tmp_path / "whole" / "checkpoints" / "step-0000015", tmp_path / "part" / "checkpoints" / "step-0000015")
     (tmp_path / "part" / "checkpoints" / "latest").write_text("step-0000015\n")
     assert main(["train", str(part), "--quiet", "--resume"]) == 0  # fast-forwards the stream by 15 batches
+    assert where_resumed(tmp_path / "part" / "metrics.jsonl", "supervised") == (15, [16, 17, 18], [3])
     a, b = _weights(tmp_path / "whole" / "model"), _weights(tmp_path / "part" / "model")
     assert all(torch.equal(a[k], b[k]) for k in a)
     bad = _config(tmp_path, "bad", sources=[{"type": "webdataset", "urls": shards["narrow"]}])

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -194,7 +195,8 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
 
     With `checkpoint_dir` (and the model's `spec`), a checkpoint is written every
     ``config.checkpoint_every`` optimizer steps and at the end; with `resume`, training continues
-    from the newest one there, exactly (same data order, augmentations, optimizer state).
+    from the newest one there, exactly (same data order, augmentations, optimizer state), and says so:
+    a ``{"run": desc, "event": "resume", "step": N}`` record in the log and a line on stderr.
     `on_step(step, model)`, when given, is called on rank 0 after every optimizer step (to measure
     along the way; it must leave the model in training mode). With ``config.holdout`` a share of the
     rows is held out and the model kept is the best epoch's on them (:mod:`.holdout`)."""
@@ -205,8 +207,7 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
                              "shards or torchrun")
         data, held = split_holdout(data, config.holdout, config.seed)
     run = _set_up(model, data, config, desc=desc, checkpoint_dir=checkpoint_dir, spec=spec, on_step=on_step)
-    if resume and checkpoint_dir is not None:
-        _resume(run)
+    resumed_from = _resume(run) if resume and checkpoint_dir is not None else None
     stopper = EarlyStopping(held, config.patience, Path(checkpoint_dir) if checkpoint_dir else None) \
         if held is not None else None
     if stopper is not None:
@@ -215,6 +216,8 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
         run.trained = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[run.device] if run.device.type == "cuda" else None)
     run.log = open(log_path, "a") if log_path and run.rank == 0 else None
+    if resumed_from is not None:
+        _log_resume(run, resumed_from)
     run.bar = progress_bar(total=run.total, desc=desc, unit="step", enabled=progress and run.rank == 0,
                            initial=run.step)
     run.start = time.perf_counter()
@@ -323,12 +326,12 @@ def _optimizer_and_schedule(model, config: TrainConfig, total: int):
     return optimizer, scheduler
 
 
-def _resume(run: _Run) -> None:
+def _resume(run: _Run) -> Path | None:
     """Continue from the newest checkpoint in ``run.checkpoint_dir``, if any: weights, optimizer,
-    schedule, both generators, step, epoch order and history."""
+    schedule, both generators, step, epoch order and history. Returns that checkpoint (None: none)."""
     found = latest_checkpoint(run.checkpoint_dir)
     if found is None:
-        return
+        return None
     run.model.load_state_dict(load_file(found / "model.safetensors"))
     state = load_training_state(found)
     run.optimizer.load_state_dict(state["optimizer"])
@@ -336,6 +339,18 @@ def _resume(run: _Run) -> None:
     run.generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
     run.step, run.order, run.history = int(state["step"]), state["order"], json.loads(state["history"])
+    return found
+
+
+def _log_resume(run: _Run, found: Path) -> None:
+    """Say where training resumed (rank 0): a ``resume`` record in the log, a line on stderr."""
+    if run.rank != 0:
+        return
+    if run.log:
+        run.log.write(json.dumps({"run": run.desc, "event": "resume", "step": run.step,
+                                  "checkpoint": found.name}) + "\n")
+        run.log.flush()
+    print(f"{run.desc}: resumed from step {run.step} of {run.total} ({found.name})", file=sys.stderr)
 
 
 # --- one epoch, one step -----------------------------------------------------------------------------------------
