@@ -12,7 +12,7 @@ import pytest
 import miniature_real as mini
 from clipshift.cli import main
 import clipshift.data
-from clipshift.recipes.train import check_sources, load_train_config
+from clipshift.recipes.common.training import check_sources, load_train_config
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from clipshift.data import TextMatcher
 from clipshift.data.imagenet import imagenet_label_strings, imagenet_wnids, open_suite, score
 from clipshift.data.imagenet_classes import (imagenet_class_names, imagenet_lemmas, imagenet_synonyms, read_wnids,
                                              restrict_suite)
-from clipshift.recipes.train import class_names_for
+from clipshift.recipes.common.training import class_names_for
 
 WNIDS = imagenet_wnids()
 TENCH, TABBY, ANALOG_CLOCK, DIGITAL_CLOCK = "n01440764", "n02123045", "n02708093", "n03196217"

@@ -15,8 +15,8 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from clipshift.data._images import ImageDecodeError
 from clipshift.data.imagenet import (DEFAULT_FOLDERS, IMAGENET_SUITES, EvalSuite, SuiteDataset,
-                                     imagenet_label_strings, imagenet_wnids, open_suite, open_suites, score,
-                                     suite_collate)
+                                     imagenet_label_strings, imagenet_wnids, open_suite, score, suite_collate)
+from clipshift.data.eval_sets import open_suites
 from miniature_real import OBJECTNET_MAPPINGS
 from miniature_real import noise_image as _image
 from miniature_real import noise_tree as _tree

@@ -7,7 +7,9 @@
    imported only from its own package;
 4. no file over 500 lines, no function over 80 lines;
 5. the helpers (the first stage) import no torch, so that commands that only read tables and write
-   text (``clipshift report``, ``clipshift er``) start in a fraction of a second.
+   text (``clipshift report``, ``clipshift er``) start in a fraction of a second;
+6. no recipe imports another recipe: ``clipshift.recipes.<recipe>`` imports only its own package,
+   ``clipshift.recipes.common`` (what recipes share) and the stages below; ``common`` imports no recipe.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ FILE_LINES, FUNCTION_LINES = 500, 80
 # (stage, what it owns, its module prefixes), lowest first. The data flow of the project:
 # world → data → models → train → evaluate → robustness → probe → report, with recipes and the CLI on top.
 STAGES = [
-    ("helpers", "torch-free helpers: atomic writes, report formatting, progress bars, command-line pairs",
+    ("helpers", "torch-free helpers: atomic writes, report formatting, progress bars, command-line pairs, "
+                "the main-script check for worker processes",
      ("clipshift", "clipshift.io", "clipshift.formatting", "clipshift.progress",
-      "clipshift.options")),
+      "clipshift.options", "clipshift.spawning")),
     ("world", "the embedded captioned world", ("clipshift.world",)),
     ("data", "caption tables, shards, evaluation sets, ImageNet suites, text matching", ("clipshift.data",)),
     ("models", "towers, heads, checkpoints, loading open_clip / timm / own models", ("clipshift.models",)),
@@ -135,6 +138,26 @@ def private_imports(found: list[Import]) -> list[str]:
     return wrong
 
 
+RECIPES, SHARED = "clipshift.recipes", "common"
+
+
+def recipe_of(module: str) -> str | None:
+    """The recipe package a module belongs to (``quickstart``, ``study``, ``common``, ...), else None."""
+    if not module.startswith(RECIPES + "."):
+        return None
+    return module[len(RECIPES) + 1:].split(".")[0]
+
+
+def cross_recipe_imports(found: list[Import]) -> list[str]:
+    wrong = []
+    for imp in found:
+        own, other = recipe_of(imp.module), recipe_of(imp.target)
+        if own is not None and other is not None and other != own and other != SHARED:
+            wrong.append(f"{where(imp)}: {imp.module} (recipe {own}) imports {imp.target} (recipe {other}); "
+                         f"move what both need into {RECIPES}.{SHARED}")
+    return wrong
+
+
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan, iterative)."""
     index, low, on, stack, found, counter = {}, {}, set(), [], [], 0
@@ -216,6 +239,13 @@ def test_no_long_files_or_functions():
     assert not wrong, "too long:\n" + "\n".join(wrong)
 
 
+def test_no_recipe_imports_another():
+    recipes = {recipe_of(m) for m in modules()} - {None}
+    assert {"quickstart", "study", "finetune", SHARED} <= recipes, recipes
+    wrong = cross_recipe_imports(imports())
+    assert not wrong, "recipes importing each other:\n" + "\n".join(wrong)
+
+
 def test_helpers_import_no_torch():
     wrong = []
     for name, (path, _, tree) in modules().items():
@@ -254,6 +284,15 @@ def test_the_checks_find_what_they_look_for():
         "src/clipshift/probe/cli.py:4: clipshift.probe.cli imports the private name _pp from clipshift.recipes.report",
         "src/clipshift/probe/cli.py:6: clipshift.data.csv_source imports the private module clipshift._progress of "
         "package clipshift from outside it"]
+    across = Import("clipshift.recipes.study.data", "clipshift.recipes.study", here, 8,
+                    "clipshift.recipes.quickstart.run", "predictor")
+    shared = Import("clipshift.recipes.study.data", "clipshift.recipes.study", here, 9,
+                    "clipshift.recipes.common.world", "predictor")
+    upward = Import("clipshift.recipes.common.world", "clipshift.recipes.common", here, 10,
+                    "clipshift.recipes.study.config", "StudyConfig")
+    assert [w.split(": ", 1)[1].split(" (")[0] for w in cross_recipe_imports([across, shared, upward])] == [
+        "clipshift.recipes.study.data", "clipshift.recipes.common.world"]
+    assert recipe_of("clipshift.recipes") is None and recipe_of("clipshift.recipes.finetune.eval") == "finetune"
     found = {(i.module, i.target, i.name) for i in imports()}
     assert ("clipshift.train.loop", "clipshift.io", "atomic_write_text") in found  # relative, module level
     assert ("clipshift.cli", "clipshift.report_html", "write_html_report") in found  # inside a function

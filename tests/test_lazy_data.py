@@ -17,8 +17,8 @@ from clipshift.cli import main
 from clipshift.data import ImageDecodeError, LazyImages, load_images
 from clipshift.data import lazy as lazy_module
 from clipshift.data.sources import subset_indices
-from clipshift.recipes import train as train_recipe
-from clipshift.recipes.train import build_training_data, load_train_config
+from clipshift.recipes.common import training as train_recipe
+from clipshift.recipes.common.training import build_training_data, load_train_config
 from clipshift.train.loop import TrainData
 
 

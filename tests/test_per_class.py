@@ -12,7 +12,8 @@ from PIL import Image
 
 from clipshift.cli import main
 from clipshift.data.imagenet import EvalSuite, SuiteDataset, imagenet_wnids, open_suite, score
-from clipshift.evaluate.per_class import PER_CLASS_COLUMNS, open_world_suites, per_class_accuracy
+from clipshift.data.eval_sets import open_world_sets
+from clipshift.evaluate.per_class import PER_CLASS_COLUMNS, per_class_accuracy
 from clipshift.models import convnet  # noqa: F401  (registers the tiny timm convnet)
 from clipshift.models.factory import ModelSpec, build_model, save_checkpoint
 from clipshift.models.load import load_model
@@ -100,7 +101,7 @@ def test_eval_per_class_on_the_world(tmp_path, capsys):
     assert (table["num_examples"] == 2).all() and (table["model"] == "supervised_narrow").all()
     # by hand: the classifier's argmax over the 12 world classes
     model = load_model(str(checkpoint))
-    suite = open_world_suites(world, ["sketch"])[0]
+    suite = open_world_sets(world, ["sketch"])[0]
     ds = SuiteDataset(suite, model.preprocess)
     with torch.no_grad():
         predicted = model.classify(model.encode_image(torch.stack([ds[i][0] for i in range(len(ds))]))).argmax(1)
@@ -116,9 +117,9 @@ def test_eval_per_class_on_the_world(tmp_path, capsys):
 
 def test_world_suite_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"--world .*: not a folder"):
-        open_world_suites(tmp_path / "missing")
+        open_world_sets(tmp_path / "missing")
     (tmp_path / "test" / "dragon").mkdir(parents=True)
-    with pytest.raises(ValueError, match=r"folders \['dragon'\] name no world class"):
-        open_world_suites(tmp_path)
+    with pytest.raises(ValueError, match=r"test: 1 folder\(s\) name no known class, e.g. \['dragon'\]"):
+        open_world_sets(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"no evaluation set 'v2'"):
-        open_world_suites(tmp_path, ["v2"])
+        open_world_sets(tmp_path, ["v2"])

@@ -503,7 +503,7 @@ TINY_OVERRIDES = {"train_size": 480, "eval_size": 60, "adversarial_size": 24,
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    from clipshift.recipes.config import load_config
+    from clipshift.recipes.quickstart import load_config
     from clipshift.recipes.quickstart import run_quickstart
 
     out = tmp_path_factory.mktemp("quickstart_probe")

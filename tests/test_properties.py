@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from clipshift.cli import main
 from clipshift.data.csv_source import read_caption_table
-from clipshift.recipes.config import QuickstartConfig, load_config
+from clipshift.recipes.quickstart import QuickstartConfig, load_config
 from clipshift.recipes.study import StudyConfig, load_study_config
-from clipshift.recipes.train import TrainRunConfig, load_train_config
+from clipshift.recipes.common.training import TrainRunConfig, load_train_config
 from clipshift.robustness import read_results
 from clipshift.train.loop import TrainConfig
 

@@ -78,7 +78,7 @@ def test_bad_configuration_is_reported_not_raised(tmp_path, capsys):
 
 
 def test_distribution_overrides_are_validated_and_applied():
-    from clipshift.recipes.config import load_config
+    from clipshift.recipes.quickstart import load_config
 
     config = load_config("tiny", overrides={"distributions": {"diverse": {"styles": {"photo": 0.7, "sketch": 0.3}}}})
     assert config.distribution("diverse").styles == {"photo": 0.7, "sketch": 0.3}

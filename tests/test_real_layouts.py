@@ -16,7 +16,7 @@ from clipshift.cli import main
 from clipshift.data import read_caption_table
 from clipshift.data.imagenet import SuiteDataset, imagenet_wnids, open_suite
 from clipshift.data.shards import ShardStream, _raw_samples, check_shards, decode_sample
-from clipshift.recipes.train import read_imagenet_captions
+from clipshift.recipes.common.training import read_imagenet_captions
 
 INDEX = {w: imagenet_wnids().index(w) for w in mini.WNIDS}
 
@@ -121,7 +121,7 @@ def test_a_tiny_model_learns_the_miniature_classes(real, tmp_path):
 
 def test_labelled_samples_of_the_real_sources(real, tmp_path):
     from clipshift.data import imagenet
-    from clipshift.recipes.train import class_names_for, labelled_samples
+    from clipshift.recipes.common.training import class_names_for, labelled_samples
 
     ic = {"type": "imagenet_captions", "json": str(real["captions"]["json"]), "root": str(real["captions"]["root"])}
     four = labelled_samples(ic, class_names_for(str(real["wnids"])))

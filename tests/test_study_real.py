@@ -112,7 +112,7 @@ def test_the_imagenet_config_plans_every_run(tmp_path):
     from pathlib import Path
 
     from clipshift.recipes.study import load_study_config, study_plan, train_run
-    from clipshift.recipes.train import load_train_config
+    from clipshift.recipes.common.training import load_train_config
 
     config = load_study_config(Path(__file__).parents[1] / "configs" / "fang2022-imagenet.yaml")
     plan = study_plan(config)
@@ -136,7 +136,7 @@ def test_the_imagenet_config_plans_every_run(tmp_path):
 def test_eval_sets_as_clipshift_finetune_takes_them(real_config):
     from clipshift.recipes.study import load_study_config
     from clipshift.recipes.study.data import open_eval_suite
-    from clipshift.recipes.train import class_names_for
+    from clipshift.recipes.common.training import class_names_for
 
     root = yaml.safe_load(real_config.read_text())["eval_root"]
     config = load_study_config(real_config, {"eval_sets": ["imagenet", "imagenet-r", "objectnet"],

@@ -9,7 +9,8 @@ import torch
 from clipshift.models.factory import ModelSpec, build_model, get_tokenizer, load_checkpoint, save_checkpoint
 from clipshift.models.text import BagOfWordsText
 from clipshift.parallel import resolve_jobs, run_jobs, run_largest_first
-from clipshift.recipes.config import BaselineRun, load_config
+from clipshift.recipes.common.world import BaselineRun
+from clipshift.recipes.quickstart import load_config
 from clipshift.train.loop import TrainConfig, TrainData, train
 from jobs_helpers import fails, pid_and_square
 

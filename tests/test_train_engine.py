@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from clipshift.cli import main
 from clipshift.models.factory import ModelSpec, build_model, load_checkpoint
-from clipshift.recipes.train import build_training_data, load_train_config, read_imagenet_captions
+from clipshift.recipes.common.training import build_training_data, load_train_config, read_imagenet_captions
 from clipshift.train import objectives
 from clipshift.train.loop import TrainConfig, TrainData, TrainingDiverged, latest_checkpoint, train
 
@@ -183,7 +183,7 @@ def test_sources_csv_imagenet_captions_and_mixture(tmp_path):
     assert 0.5 < summary["text_match_rate"] <= 1
     with pytest.raises(ValueError, match=r"sources\[0\] \(world\): unknown keys \['colour'\]"):
         load_train_config(overrides={"sources": [{"type": "world", "colour": "red"}]})
-    with pytest.raises(ValueError, match=r"train: unknown settings \['epoch'\]"):
+    with pytest.raises(ValueError, match=r"train: unknown keys \['epoch'\]"):
         load_train_config(overrides={"train.epoch": 3})
     with pytest.raises(FileNotFoundError, match=r"ImageNet-Captions images are not under"):
         read_imagenet_captions(tmp_path / "ic.json", tmp_path / "csv")

@@ -45,8 +45,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_quickstart(args) -> int:
-    from .recipes.config import load_config
-    from .recipes.quickstart import run_quickstart
+    from .recipes.quickstart import load_config, run_quickstart
 
     config = load_config(args.preset, args.config, _overrides(args.overrides))
     run_quickstart(config, args.out, progress=not args.quiet, quiet=args.quiet)
@@ -54,7 +53,7 @@ def cmd_quickstart(args) -> int:
 
 
 def cmd_study(args) -> int:
-    from .recipes.config import read_settings
+    from .recipes.common.settings import read_settings
     from .recipes.study import load_study_config, run_study
 
     pairs, path = list(args.overrides), args.config
@@ -68,11 +67,11 @@ def cmd_study(args) -> int:
 
 
 def cmd_world(args) -> int:
-    from .recipes.config import load_config
-    from .recipes.quickstart import build_world
+    from .recipes.common.world import build_world
+    from .recipes.quickstart import load_config
 
     config = load_config(args.preset, args.config, _overrides(args.overrides))
-    summary = build_world(config, Path(args.out), progress=not args.quiet)
+    summary = build_world(config.world(), Path(args.out), progress=not args.quiet)
     print(f"world: {summary['images_generated']} images written under {args.out} "
           "(training CSVs and ImageFolder evaluation sets; the adversarial set is made by `quickstart`, "
           "which trains the reference model it needs)")
@@ -163,15 +162,15 @@ def _eval_suites(args) -> tuple[list, list | None, list | None]:
     (None for ImageNet-family data: the defaults)."""
     if args.world is None:
         datasets = args.datasets or ",".join(DEFAULT_EVAL_DATASETS)
-        from .data.imagenet import open_suites
+        from .data.eval_sets import open_suites
 
         return open_suites(datasets, args.data_root, dataset_roots(args.dataset_root)), None, None
-    from .evaluate.per_class import open_world_suites
+    from .data.eval_sets import open_world_sets
     from .world.captions import ZERO_SHOT_TEMPLATES
     from .world.shapes import CLASS_NAMES
 
     names = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
-    return open_world_suites(args.world, names), list(CLASS_NAMES), list(ZERO_SHOT_TEMPLATES)
+    return open_world_sets(args.world, names), list(CLASS_NAMES), list(ZERO_SHOT_TEMPLATES)
 
 
 def cmd_eval(args) -> int:
@@ -214,7 +213,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .recipes.train import load_train_config, run_training
+    from .recipes.common.training import load_train_config, run_training
 
     config = load_train_config(args.config, _overrides(args.overrides))
     final = run_training(config, resume=args.resume, progress=not args.quiet)
@@ -351,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     world.set_defaults(func=cmd_world)
     tr = sub.add_parser("train", help="train one model (contrastive, supervised, simclr, finetune) from a YAML config",
                         description="Train one model on a weighted mixture of data sources; see "
-                                    "clipshift.recipes.train for the configuration. Run under torchrun for "
+                                    "clipshift.recipes.common.training for the configuration. Run under torchrun for "
                                     "data-parallel training; --resume continues exactly from the last checkpoint.")
     tr.add_argument("config", type=Path, help="YAML configuration")
     tr.add_argument("overrides", nargs="*", help="dotted key=value settings, e.g. train.epochs=3 objective=supervised")
@@ -362,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Fine-tune a CLIP model from its zero-shot classifier on labelled data, interpolate "
                                     "its weights with the zero-shot model (WiSE-FT), evaluate every model on the ID set "
                                     "and the shifts with effective robustness, and write a report; see "
-                                    "clipshift.recipes.finetune for the configuration (configs/finetune_world.yaml).")
+                                    "clipshift.recipes.finetune.config for the configuration (configs/finetune_world.yaml).")
     ft.add_argument("config", type=Path, help="YAML configuration")
     ft.add_argument("overrides", nargs="*", help="dotted key=value settings, e.g. train.epochs=3 modes=[full]")
     ft.add_argument("--resume", action="store_true", help="continue training from OUT/train_state/<mode>/latest")

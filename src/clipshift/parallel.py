@@ -11,6 +11,11 @@ Tasks run in ``spawn``ed processes (never ``fork`` after OpenMP has started). Ar
 by pickling; tensors in them go through shared memory (``torch.multiprocessing``), so a large
 training set is not copied per task. Results come back in the order of the tasks; an exception
 in a task is raised in the caller.
+
+A spawned process imports the caller's main script again: entry points that may start processes call
+:func:`check_main_guard` first (from :mod:`clipshift.spawning`), so that a script without
+``if __name__ == "__main__":`` fails at once with one line, and a pool whose worker that check stopped
+raises ``RuntimeError`` with the same line instead of ``BrokenProcessPool``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from typing import Callable, Iterable, Iterator
 
-__all__ = ["available_cpus", "resolve_jobs", "run_jobs", "run_largest_first"]
+from .spawning import MAIN_GUARD, check_main_guard, explain_broken_pool
+
+__all__ = ["MAIN_GUARD", "available_cpus", "check_main_guard", "resolve_jobs", "run_jobs", "run_largest_first"]
 
 
 def available_cpus() -> int:
@@ -59,8 +66,8 @@ def run_jobs(fn: Callable, tasks: Iterable[tuple], jobs: int, *, names: Iterable
     import torch.multiprocessing as tmp
 
     threads = max(1, available_cpus() // jobs)
-    with ProcessPoolExecutor(jobs, mp_context=tmp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads,)) as pool:
+    with explain_broken_pool(), ProcessPoolExecutor(jobs, mp_context=tmp.get_context("spawn"),
+                                                    initializer=_init_worker, initargs=(threads,)) as pool:
         futures = [pool.submit(fn, *task) for task in tasks]
         try:
             for name, future in zip(names, futures):

@@ -224,11 +224,11 @@ def _objectnet_suite(root: Path) -> EvalSuite:
                      crop_border=OBJECTNET_BORDER)
 
 
-def folder_suite(name: str, root, class_names: Sequence[str]) -> EvalSuite:
+def folder_suite(name: str, root, class_names: Sequence[str], *, mask_partial: bool = True) -> EvalSuite:
     """An ImageFolder tree ``root/<class name>/<image>`` as a suite over `class_names` (one target per
-    class); a tree holding only some of the classes scores those only."""
+    class); a tree holding only some of the classes scores those only (unless not `mask_partial`)."""
     folder = EvalImageFolder(root, class_names)
-    partial = len(folder.class_indices) < len(class_names)
+    partial = mask_partial and len(folder.class_indices) < len(class_names)
     return EvalSuite(name=name, root=folder.root, samples=folder.samples,
                      target_classes=[(i,) for i in range(len(class_names))], target_names=list(class_names),
                      class_indices=folder.class_indices if partial else None, num_classes=len(class_names))
@@ -269,21 +269,6 @@ def restrict_suite(suite: EvalSuite, classes) -> EvalSuite:
     from .imagenet_classes import restrict_suite as restrict
 
     return restrict(suite, classes)
-
-
-def open_suites(datasets: str, data_root=None, roots: Mapping[str, Path] | None = None) -> list[EvalSuite]:
-    """The suites named in `datasets` (comma-separated), each at its own folder in `roots` ({name:
-    folder}) or else under `data_root`. For ``clipshift eval`` and ``clipshift probe``: errors name
-    their flags (``--datasets``, ``--data-root``, ``--dataset-root``)."""
-    names = [d.strip() for d in datasets.split(",") if d.strip()]
-    unknown = [d for d in names if d not in IMAGENET_SUITES]
-    if unknown:
-        raise ValueError(f"--datasets: unknown {unknown}; known: {', '.join(IMAGENET_SUITES)}")
-    roots = dict(roots or {})
-    if data_root is None and any(d not in roots for d in names):
-        raise ValueError("give --data-root DIR (the folder where the datasets are unpacked) or "
-                         "--dataset-root NAME=DIR for every dataset")
-    return [open_suite(d, roots.get(d), data_root=data_root) for d in names]
 
 
 # ---- loading --------------------------------------------------------------------------------------

@@ -8,6 +8,9 @@
 - :func:`subset_indices`: the rows a ``size``/``subset_seed`` keeps (nested for one seed).
 - :func:`excluded`: the rows a source's ``exclude_files`` / ``exclude_captions`` take out (a
   domain removed from the training data, as the study's ``exposure`` hypothesis does).
+- :data:`SOURCE_TYPES` (:class:`SourceType`, :func:`register_source`, :func:`source_type`): the
+  registry of training source types (name → keys, required keys, files named, reader, whether it
+  streams) that ``clipshift train``, the study and fine-tuning read instead of choosing by name.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -249,3 +253,98 @@ def world_rows(source: dict, space: ClassSpace, image_size: int, seed: int,
         position = {name: p for p, name in enumerate(space.names)}
         labels = np.array([position.get(CLASS_NAMES[c], -1) for c in labels], dtype=np.int64)
     return images, list(split.captions), labels
+
+
+# --- the registry of training source types --------------------------------------------------------------------------
+
+SUBSET_KEYS = frozenset({"size", "subset_seed", "exclude_files", "exclude_captions"})  # exclude_*: :func:`excluded`
+
+
+@dataclass(frozen=True)
+class SourceType:
+    """A kind of training source: the keys it takes (``type`` and ``weight`` included), those it
+    requires, those naming files, and how it is read. ``storage``: ``files`` (rows of image files,
+    read by ``rows(source, space) -> (paths, captions, labels or None)`` and decoded per batch or once),
+    ``generated`` (images made in memory by ``generate(source, space, image_size, seed, progress)``)
+    or ``stream`` (shards read in order, never held; ``check(source, need_caption, need_label)``)."""
+
+    name: str
+    keys: frozenset
+    required: tuple[str, ...]
+    storage: str
+    file_keys: tuple[str, ...] = ()
+    rows: Callable | None = None
+    generate: Callable | None = None
+    check: Callable | None = None
+
+    @property
+    def streams(self) -> bool:
+        """True for a stream: no length, no subsets, never held in memory."""
+        return self.storage == "stream"
+
+    @property
+    def file_backed(self) -> bool:
+        return self.storage == "files"
+
+    def require(self, source: dict) -> None:
+        """ValueError naming the missing required keys; the source's own check of its inputs."""
+        missing = [k for k in self.required if not source.get(k)]
+        if missing:
+            raise ValueError(f"missing {missing} (a {self.name} source needs {list(self.required)})")
+
+
+def _check_world(source: dict, **_) -> None:
+    from ..world.distributions import get_distribution
+
+    get_distribution(source.get("distribution", "narrow"))
+
+
+def _check_captions_root(source: dict, **_) -> None:
+    if not Path(source["root"]).is_dir():
+        raise FileNotFoundError(f"root {source['root']} is not a folder (expected the ImageNet train tree "
+                                f"<root>/<wnid>/<filename>)")
+
+
+def _check_shards(source: dict, *, need_caption: bool, need_label: bool) -> None:
+    from .shards import check_shards
+
+    check_shards(source["urls"], need_caption=need_caption, need_label=need_label)
+
+
+SOURCE_TYPES: dict[str, SourceType] = {}
+
+
+def register_source(kind: SourceType) -> SourceType:
+    """Add a source type to :data:`SOURCE_TYPES` (``clipshift train``, the study and fine-tuning read it)."""
+    if kind.storage not in ("files", "generated", "stream"):
+        raise ValueError(f"source type {kind.name}: storage must be files, generated or stream, got {kind.storage!r}")
+    SOURCE_TYPES[kind.name] = kind
+    return kind
+
+
+register_source(SourceType("world", frozenset({"type", "weight", "distribution", "size", "pool", "subset_seed", "seed"}),
+                           (), "generated", generate=world_rows, check=_check_world))
+register_source(SourceType("csv", frozenset({"type", "weight", "path", "sep", "filepath_column", "caption_column",
+                                             "label_column"}) | SUBSET_KEYS,
+                           ("path",), "files", file_keys=("path",), rows=csv_rows))
+register_source(SourceType("imagenet_captions", frozenset({"type", "weight", "json", "root", "fields", "limit"}) | SUBSET_KEYS,
+                           ("json", "root"), "files", file_keys=("json", "root"), rows=imagenet_captions_rows,
+                           check=_check_captions_root))
+register_source(SourceType("webdataset", frozenset({"type", "weight", "urls", "buffer"}), ("urls",), "stream",
+                           check=_check_shards))
+
+
+def source_type(source: dict, where: str = "source") -> SourceType:
+    """The :class:`SourceType` of a source mapping; ValueError naming the known types otherwise."""
+    kind = source.get("type") if isinstance(source, dict) else None
+    if not isinstance(kind, str) or kind not in SOURCE_TYPES:
+        raise ValueError(f"{where}: unknown type {kind!r}; known: {sorted(SOURCE_TYPES)}")
+    return SOURCE_TYPES[kind]
+
+
+def file_rows(source: dict, space: ClassSpace) -> tuple[list[str], list[str], np.ndarray | None]:
+    """(paths, captions, labels or None) of a file-backed source; ValueError for other kinds."""
+    kind = source_type(source)
+    if not kind.file_backed:
+        raise ValueError(f"a {kind.name} source is not file-backed (its rows are {kind.storage})")
+    return kind.rows(source, space)

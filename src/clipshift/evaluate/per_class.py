@@ -2,9 +2,9 @@
 
 :func:`per_class_accuracy` scores logits exactly as :func:`clipshift.data.imagenet.score` does (only
 the suite's ``class_indices`` compete; a prediction is correct when it is one of the target's
-``target_classes``) and splits the top-1 by target class. :func:`open_world_suites` opens the
-embedded world's exported evaluation sets (``ROOT/<set>/<class name>/*.png``) as suites, so
-``clipshift eval --world`` scores them like ImageNet-family data.
+``target_classes``) and splits the top-1 by target class. The embedded world's exported sets are
+opened as suites by :func:`clipshift.data.eval_sets.open_world_sets`, so ``clipshift eval --world``
+scores them like ImageNet-family data.
 
 Per-class table columns (:data:`PER_CLASS_COLUMNS`): ``model, dataset, class, top1, num_examples,
 class_id``. ``class`` is the class's name in the model's label space (open_clip's short ImageNet
@@ -15,17 +15,15 @@ to several ImageNet classes keep their folder name. ``class_id`` is the folder t
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 import torch
 
-from ..data.imagefolder import image_files, masked_topk
+from ..data.imagefolder import masked_topk
 from ..data.imagenet import EvalSuite
 
 PER_CLASS_COLUMNS = ["model", "dataset", "class", "top1", "num_examples", "class_id"]
-WORLD_EVAL_SETS = ("test", "v2", "sketch", "rendition", "objectnet", "adversarial")
 
 
 def per_class_accuracy(logits: torch.Tensor, targets: torch.Tensor, suite: EvalSuite,
@@ -57,36 +55,3 @@ def per_class_accuracy(logits: torch.Tensor, targets: torch.Tensor, suite: EvalS
     table.insert(0, "class", [name(int(t)) for t in table["target"]])
     table["class_id"] = [suite.target_names[int(t)] for t in table["target"]]
     return table.drop(columns="target")
-
-
-def open_world_suites(world_dir, names: Sequence[str] | None = None,
-                      class_names: Sequence[str] | None = None) -> list[EvalSuite]:
-    """The embedded world's exported evaluation sets under `world_dir` (``<set>/<class name>/*.png``)
-    as suites over the world's classes (`class_names`, default the world's 12 in label order).
-    `names`: the sets to open (default: those of ``WORLD_EVAL_SETS`` present)."""
-    if class_names is None:
-        from ..world.shapes import CLASS_NAMES as class_names
-    root = Path(world_dir)
-    if not root.is_dir():
-        raise FileNotFoundError(f"--world {root}: not a folder (expected an exported world, e.g. "
-                                f"runs/quickstart/world, holding {', '.join(WORLD_EVAL_SETS)} folders)")
-    names = list(names) if names else [n for n in WORLD_EVAL_SETS if (root / n).is_dir()]
-    if not names:
-        raise FileNotFoundError(f"--world {root}: none of the evaluation sets {list(WORLD_EVAL_SETS)} is there")
-    index = {c: i for i, c in enumerate(class_names)}
-    suites = []
-    for name in names:
-        folder = root / name
-        if not folder.is_dir():
-            raise FileNotFoundError(f"--world {root}: no evaluation set {name!r} ({folder} is not a folder)")
-        unknown = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in index)
-        if unknown:
-            raise ValueError(f"{folder}: folders {unknown[:5]} name no world class; classes: {list(class_names)}")
-        samples = [(str(f), index[c.name]) for c in sorted(folder.iterdir()) if c.is_dir()
-                   for f in image_files(c)]
-        if not samples:
-            raise ValueError(f"{folder}: no images in its class folders")
-        suites.append(EvalSuite(name=name, root=folder, samples=samples, target_classes=[(i,) for i in
-                                range(len(class_names))], target_names=list(class_names), class_indices=None,
-                                num_classes=len(class_names)))
-    return suites

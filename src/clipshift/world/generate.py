@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..progress import progress_bar
+from ..spawning import check_main_guard, explain_broken_pool
 from .captions import CaptionConfig, write_caption
 from .render import render
 from .shapes import CLASS_NAMES
@@ -92,6 +93,8 @@ def generate_split(
         (distribution, split, seed, lo, min(lo + chunk, start + n), size, caption_config, len(CLASS_NAMES))
         for lo in range(start, start + n, chunk)
     ]
+    if workers > 1 and len(jobs) > 1:
+        check_main_guard(workers)  # spawn and forkserver workers import the main script again
     bar = progress_bar(total=n, desc=f"world {split}", unit="img", enabled=progress)
     results = []
     if workers == 1 or len(jobs) == 1:
@@ -99,7 +102,7 @@ def generate_split(
             results.append(_make_chunk(job))
             bar.update(job[4] - job[3])
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        with explain_broken_pool(), ProcessPoolExecutor(workers) as pool:
             for job, result in zip(jobs, pool.map(_make_chunk, jobs)):
                 results.append(result)
                 bar.update(job[4] - job[3])

@@ -1,13 +1,18 @@
-"""The study's settings: the quickstart's (world, architecture, baseline, trainers) plus its own,
+"""The study's settings: the world, architecture, baseline and trainers (composed of the recipes'
+shared parts: :class:`~clipshift.recipes.common.world.WorldSpec`, :class:`BaselineRun`) and its own,
 and where the data come from (the embedded world, a folder laid out like it, or real sources)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ...data.eval_sets import eval_set_entries
+from ...data.sources import source_type
+from ...parallel import resolve_jobs
 from ...train.loop import TrainConfig
-from ..config import BaselineRun, QuickstartConfig, load_config, merge_settings, read_settings
+from ..common.settings import load_settings, merge_settings, read_settings
+from ..common.world import BaselineRun, WorldSpec, check_baselines
 from .hypotheses import HYPOTHESES
 
 WORLD_SHIFTS = ("v2", "sketch", "rendition", "objectnet", "adversarial")
@@ -23,23 +28,34 @@ WORLD_DOMAIN_KEYS = {"styles", "factors"}
 
 
 @dataclass
-class StudyConfig(QuickstartConfig):
+class StudyConfig:
     """See ``configs/fang2022.yaml`` (the world) and ``configs/fang2022-imagenet.yaml`` (real data)."""
 
+    # the world and the models, as the quickstart names them (fields in the order of its settings)
+    seed: int = 0
+    architecture: str = "clipshift-small-bow"
+    image_size: int = 32
     train_size: int = 4000
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    sizes: list[int] = field(default_factory=lambda: [2000, 4000])  # H1, CLIP on diverse data
-    size_schedule: str = "equal_steps"  # H1: equal_steps (every size the largest's optimizer steps) | equal_epochs
-    mixture: list[float] = field(default_factory=lambda: [0.0, 0.33, 0.67, 1.0])  # H2, diverse fractions
-    hypotheses: list[str] = field(default_factory=lambda: list(HYPOTHESES))
+    eval_size: int = 1200
+    adversarial_size: int = 600
+    workers: int = 2  # processes generating the world
+    jobs: int = 0  # models trained at once, one process each (0: one per CPU; 1: in this process)
+    supervised: TrainConfig = field(default_factory=lambda: TrainConfig("supervised", epochs=6, batch_size=128, lr=2e-3))
+    contrastive: TrainConfig = field(default_factory=lambda: TrainConfig("contrastive", epochs=20, batch_size=64,
+                                                                         lr=2e-3))
     baselines: list[BaselineRun] = field(default_factory=lambda: [
         BaselineRun(300, 6), BaselineRun(600, 6), BaselineRun(1000, 6), BaselineRun(1500, 6),
         BaselineRun(2500, 6), BaselineRun(4000, 2), BaselineRun(4000, 4), BaselineRun(4000, 6),
         BaselineRun(1500, 4, augment=False), BaselineRun(1500, 6, architecture="clipshift-tiny-bow"),
     ])
     reference: BaselineRun = field(default_factory=lambda: BaselineRun(2000, 4))
-    contrastive: TrainConfig = field(default_factory=lambda: TrainConfig("contrastive", epochs=20, batch_size=64,
-                                                                         lr=2e-3))
+    diverse_label_source: str = "text_match"  # (the quickstart's; the study labels diverse data per hypothesis)
+    distributions: dict[str, dict] = field(default_factory=dict)  # overrides of the world's registry
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    sizes: list[int] = field(default_factory=lambda: [2000, 4000])  # H1, CLIP on diverse data
+    size_schedule: str = "equal_steps"  # H1: equal_steps (every size the largest's optimizer steps) | equal_epochs
+    mixture: list[float] = field(default_factory=lambda: [0.0, 0.33, 0.67, 1.0])  # H2, diverse fractions
+    hypotheses: list[str] = field(default_factory=lambda: list(HYPOTHESES))
     # H5: SimCLR sees the images as often as CLIP (epochs >= contrastive.epochs); its fine-tune runs until the
     # accuracy on a held-out tenth of its text-matched rows has not improved for `patience` epochs
     simclr: TrainConfig = field(default_factory=lambda: TrainConfig("simclr", epochs=20, batch_size=128, lr=2e-3))
@@ -68,15 +84,41 @@ class StudyConfig(QuickstartConfig):
     # or name → folder; the in-distribution set is `id_dataset` if listed, else the first; the rest are the shifts
     id_dataset: str = "test"
     shifts: list[str] = field(default_factory=lambda: list(WORLD_SHIFTS))
-    image_size: int = 32
 
     @property
     def embedded(self) -> bool:
         """True when the study generates the embedded world."""
         return self.data_root is None and self.data is None
 
+    def world(self) -> WorldSpec:
+        """The world this study generates (its settings of the world, composed)."""
+        return WorldSpec.of(self)
+
+    def distribution(self, name: str):
+        """The world's distribution `name` with this config's overrides applied and validated."""
+        return self.world().distribution(name)
+
+    def resolved(self) -> "StudyConfig":
+        """A copy with what the study derives from its settings: ``classes`` from the older
+        ``class_names``, and with ``eval_sets`` the in-distribution set (``id_dataset`` if listed,
+        else the first) and the ``shifts`` (the others)."""
+        out = self
+        if self.class_names is not None and self.classes is None:
+            out = replace(out, classes=self.class_names)
+        if self.eval_sets is not None and isinstance(self.eval_sets, (list, dict)):
+            names = list(eval_set_entries(self.eval_sets))
+            if names:
+                id_dataset = self.id_dataset if self.id_dataset in names else names[0]
+                out = replace(out, id_dataset=id_dataset, shifts=[n for n in names if n != id_dataset])
+        return out
+
     def validate(self) -> "StudyConfig":
-        super().validate()
+        """Checks every setting; changes none (:meth:`resolved` derives what the study needs)."""
+        self.world().validate()
+        resolve_jobs(self.jobs)
+        check_baselines(self.baselines, self.reference)
+        self.supervised.validate()
+        self.contrastive.validate()
         self.simclr.validate()
         self.simclr_finetune.validate()
         if self.simclr.objective != "simclr" or self.simclr_finetune.objective != "supervised":
@@ -113,12 +155,11 @@ class StudyConfig(QuickstartConfig):
         return self
 
     def _validate_data(self) -> None:
-        if self.class_names is not None and self.classes is None:
-            self.classes = self.class_names
+        classes = self.classes if self.classes is not None else self.class_names
         if self.data_root is not None and self.data is not None:
             raise ValueError("give either data_root (a folder laid out like the exported world) or data "
                              "(sources per distribution), not both")
-        if not self.embedded and self.classes is None:
+        if not self.embedded and classes is None:
             raise ValueError("data_root/data need classes: 'imagenet', or a text file of class names or ImageNet wnids")
         if self.data is not None:
             if not isinstance(self.data, dict) or sorted(self.data) != sorted(DISTRIBUTIONS):
@@ -131,7 +172,7 @@ class StudyConfig(QuickstartConfig):
             if self.eval_root is None:
                 raise ValueError("data (real sources) needs eval_root: the folder holding the evaluation sets")
         if self.eval_sets is not None:
-            self._use_eval_sets()
+            self._check_eval_sets()
         if not self.shifts or self.id_dataset in self.shifts:
             raise ValueError(f"shifts must name at least one set other than {self.id_dataset!r}, got {self.shifts}")
         if self.embedded and sorted(set(self.shifts) - set(WORLD_SHIFTS)):
@@ -172,26 +213,18 @@ class StudyConfig(QuickstartConfig):
             if self.data is not None and set(domain) & WORLD_DOMAIN_KEYS:
                 raise ValueError(f"exposure.{shift}: styles/factors are attributes of the world's images; real "
                                  f"sources need {how}")
-        if self.data is not None and any(s.get("type") == "webdataset" for s in self.data["diverse"]):
+        if self.data is not None and any(source_type(s).streams for s in self.data["diverse"]):
             raise ValueError("exposure removes rows of the diverse sources, which streamed webdataset shards cannot "
                              "do here: give csv or imagenet_captions sources, or drop 'exposure' from hypotheses")
 
 
-    def _use_eval_sets(self) -> None:
-        names = list(self.eval_paths())
-        if len(names) < 2:
+    def _check_eval_sets(self) -> None:
+        if not isinstance(self.eval_sets, (list, dict)) or len(eval_set_entries(self.eval_sets)) < 2:
             raise ValueError(f"eval_sets: need the in-distribution set and at least one shift, got {self.eval_sets!r}")
-        if self.id_dataset not in names:
-            self.id_dataset = names[0]
-        self.shifts = [n for n in names if n != self.id_dataset]
-
-    def eval_paths(self) -> dict[str, str]:
-        """Evaluation set name → folder (under `eval_root`), from `eval_sets` or `id_dataset` + `shifts`."""
-        root = Path(self.eval_root) if self.eval_root else Path()
-        if isinstance(self.eval_sets, dict):
-            return {str(k): str(root / str(v)) for k, v in self.eval_sets.items()}
-        names = self.eval_sets if self.eval_sets is not None else [self.id_dataset, *self.shifts]
-        return {Path(str(n)).name: str(root / str(n)) for n in names}
+        resolved = self.resolved()
+        if (resolved.id_dataset, resolved.shifts) != (self.id_dataset, self.shifts):
+            raise ValueError("eval_sets: the settings are not resolved (call config.resolved() first: the "
+                             "in-distribution set and the shifts come from eval_sets)")
 
 
 QUICK = dict(
@@ -205,7 +238,7 @@ QUICK = dict(
 
 
 def load_study_config(path=None, overrides: dict | None = None, quick: bool = False) -> StudyConfig:
-    """Defaults ← the YAML file ← the quick preset (``quick``) ← dotted `overrides`; validated."""
+    """Defaults ← the YAML file ← the quick preset (``quick``) ← dotted `overrides`; resolved and validated."""
     values = read_settings(path, None, "study config")
     values = read_settings(None, overrides, base=merge_settings(values, QUICK) if quick else values)
-    return load_config("default", None, values, cls=StudyConfig, presets={"default": {}})
+    return load_settings(StudyConfig, base=values).resolved().validate()

@@ -13,10 +13,11 @@ import numpy as np
 import torch
 
 from ...io import atomic_write_text
-from ...data.imagenet import IMAGENET_SUITES, EvalSuite, folder_suite, open_suite
+from ...data.eval_sets import eval_set_entries, open_eval_set
+from ...data.imagenet import EvalSuite
 from ...evaluate import ImageTensors
-from ..quickstart import build_world, load_eval_set, load_training_set, predictor
-from ..train import class_names_for
+from ..common.training import class_names_for
+from ..common.world import WorldSpec, build_world, load_eval_set, load_training_set, predictor
 from .config import DISTRIBUTIONS
 
 WORLD_MARKER = "world.json"
@@ -53,7 +54,7 @@ def prepare(config, run_dir: Path, log, progress: bool, train_reference) -> Stud
         root, class_names = run_dir / "world", class_names_for("world")
         if not (root / WORLD_MARKER).is_file():
             t = time.perf_counter()
-            facts["world"] = build_world(config, root, progress, sizes={"diverse": config.pool_size()})
+            facts["world"] = build_world(WorldSpec.of(config), root, progress, sizes={"diverse": config.pool_size()})
             log.step(f"world: {facts['world']['images_generated']} images generated and exported",
                      time.perf_counter() - t)
     for name in ("train_narrow.csv", "train_diverse.csv", config.id_dataset):
@@ -161,20 +162,18 @@ def _real(config) -> StudyData:
 
 
 def open_eval_suite(name: str, config, class_names: list[str]) -> EvalSuite:
-    """An ImageNet-family suite under ``eval_root`` (restricted to the study's classes when they are a
-    subset of ImageNet's), or an ImageFolder tree ``eval_root/<name>`` over the class names."""
-    path = Path(config.eval_paths()[name])
-    if name in IMAGENET_SUITES:  # read as distributed (masking, ObjectNet's mapping, V2's folders)
-        subset = config.classes if config.classes not in ("imagenet", None) else None
-        given = isinstance(config.eval_sets, dict)  # a folder of its own; else the suite's default under eval_root
-        return open_suite(name, path if given else None, data_root=config.eval_root, classes=subset)
-    return folder_suite(name, path, class_names)
+    """The evaluation set `name` under ``eval_root`` by :func:`~clipshift.data.eval_sets.open_eval_set`'s
+    rule: ImageNet-family names read as distributed (in the study's class subset when it is one), any
+    other an ImageFolder tree over the class names."""
+    classes = config.classes if config.classes not in (None, "world") else class_names
+    return open_eval_set(name, config.eval_root, folder=eval_set_entries(config.eval_sets or [])
+                         .get(name), classes=classes)
 
 
 def probe_suite(config, class_names: list[str], seed: int = 0) -> EvalSuite:
     """Up to ``probe_images`` labelled images of the narrow distribution's first labelled source
     (ImageNet-Captions: its wnids; a CSV: its label column), for the H4 linear probe."""
-    from ..train import labelled_samples
+    from ..common.training import labelled_samples
 
     samples = []
     for source in config.data["narrow"]:

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from itertools import chain
 import time
 from dataclasses import asdict
@@ -22,18 +21,17 @@ import pandas as pd
 import torch
 import yaml
 
-from ... import __version__
 from ...io import atomic_write_text
 from ...evaluate import HeadSpec, build_head, encode, evaluate
 from ...evaluate.heads import resolve_templates
 from ...evaluate.loop import dataset_fingerprint
 from ...models.load import file_digest, load_model
-from ...parallel import resolve_jobs, run_largest_first
+from ...parallel import check_main_guard, resolve_jobs, run_largest_first
 from ...robustness import compute_effective_robustness
 from ...robustness.effective import AVERAGE
 from ...world.captions import BARE_TEMPLATE, ZERO_SHOT_TEMPLATES
-from ..quickstart import Log, training_cost
-from ..train import load_train_config, run_training
+from ..common.runlog import Log, training_cost, versions
+from ..common.training import check_sources, load_train_config, run_training
 from .analysis import cautions, epoch_records, run_budget, summarize, summarize_shifts
 from .data import StudyData, prepare
 from .figures import plot_finetune_curves, plot_hypothesis
@@ -289,11 +287,6 @@ def setup(config, out, log: Log, progress: bool) -> tuple[Path, StudyData, list[
 
 def _check_sources(plan: list[dict], run_dir: Path) -> None:
     """Every run's data are there and readable before any training starts (a clear error naming the file)."""
-    from .. import train as train_recipe
-
-    check = getattr(train_recipe, "check_sources", None)
-    if check is None:
-        return
     seen = set()
     for entry in plan:
         config = load_train_config(_run_folder(run_dir, entry["name"]) / "train.yaml")
@@ -301,13 +294,15 @@ def _check_sources(plan: list[dict], run_dir: Path) -> None:
                                            for s in config.sources]], sort_keys=True, default=str)
         if key not in seen:
             seen.add(key)
-            check(config)
+            check_sources(config)
 
 
 def run_study(config, out, *, progress: bool = True, quiet: bool = False, plan_only: bool = False,
               torchrun: int = 0, evaluate_only: str | None = None) -> Path:
     """Run (or resume) the study into the folder `out`; return the path of its report.md (with
     `plan_only`: of plan.sh; with `evaluate_only`: of that model's eval.csv)."""
+    check_main_guard(1 if plan_only or evaluate_only else config.jobs, "spawn")  # see clipshift.spawning
+    config = config.resolved()
     log = Log(quiet)
     run_dir, data, plan = setup(config, out, log, progress)
     if plan_only:
@@ -329,8 +324,8 @@ def run_study(config, out, *, progress: bool = True, quiet: bool = False, plan_o
     log.step("effective robustness fitted; verdicts and figures written", time.perf_counter() - t)
     probe_md = _probe(config, plan, run_dir, log, progress)
     facts = dict(data.facts, models=len(plan), models_trained_this_run=outcome["trained"], timings=log.timings,
-                 seeds=config.seeds, seconds_total=round(time.perf_counter() - log.start, 1),
-                 versions={"clipshift": __version__, "torch": torch.__version__, "python": platform.python_version()},
+                 seeds=config.seeds, seconds_total=log.elapsed(),
+                 versions=versions(),
                  train_seconds={e["name"]: outcome["train_seconds"][e["name"]] for e in plan
                                 if e["name"] in outcome["train_seconds"]})
     if not data.world:
@@ -361,7 +356,7 @@ def _evaluate_one(config, plan, run_dir: Path, data: StudyData, name: str, quiet
 def _text_match_facts(config, data: StudyData, run_dir: Path) -> dict:
     """Per distribution, the text-match rate (and precision, where the sources have labels) over all
     its captions, as the study's text-matched runs label them."""
-    from ..train import TrainRunConfig, text_match_summary
+    from ..common.training import TrainRunConfig, text_match_summary
 
     out = {}
     for name, sources in data.distributions.items():

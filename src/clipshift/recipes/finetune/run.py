@@ -20,10 +20,10 @@ so step 0 *is* the zero-shot model. Modes:
 
 The first mode listed is the fine-tuned model that WiSE-FT interpolates (the head included).
 
-Configuration: :mod:`.finetune_config` (the YAML keys, validation, input check). The models before
-training: :mod:`.finetune_model` (the starting point, the zero-shot head, the probe). Evaluation and
-tables: :mod:`.finetune_eval` (every model through :func:`clipshift.evaluate.loop.evaluate`). The
-report: :mod:`.finetune_report`.
+Configuration: :mod:`.config` (the YAML keys, validation, input check). The models before
+training: :mod:`.model` (the starting point, the zero-shot head, the probe). Evaluation and
+tables: :mod:`.eval` (every model through :func:`clipshift.evaluate.loop.evaluate`). The
+report: :mod:`.report`.
 
 Run directory: ``config.yaml``, ``metrics.jsonl``, ``train_state/<mode>/step-*`` (resumable),
 ``checkpoints/<model>/`` (``zeroshot``, ``full``, ``linear_probe``, ``lp_ft`` and the best interior
@@ -41,7 +41,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import platform
 import re
 import shutil
 import time
@@ -54,24 +53,24 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from .. import __version__
-from ..io import atomic_write_text
-from ..data.imagenet import EvalSuite
-from ..distributed import default_device, init_distributed_from_env
-from ..models.factory import ModelSpec, save_checkpoint
-from ..models.wise import interpolate_weights
-from ..report_html import write_html_report
-from ..robustness import AVERAGE, compute_effective_robustness
-from ..train.loop import train
-from .finetune_config import (GROUP, MODEL_NAME, MODES, WISE_GROUP, ZERO_SHOT, FinetuneConfig, ProbeSettings,
+from ...io import atomic_write_text
+from ...data.imagenet import EvalSuite
+from ...distributed import default_device, init_distributed_from_env
+from ...models.factory import ModelSpec, save_checkpoint
+from ...models.wise import interpolate_weights
+from ...parallel import check_main_guard
+from ...report_html import write_html_report
+from ...robustness import AVERAGE, compute_effective_robustness
+from ...train.loop import train
+from .config import (GROUP, MODEL_NAME, MODES, WISE_GROUP, ZERO_SHOT, FinetuneConfig, ProbeSettings,
                               check_inputs, load_finetune_config, mode_of, wise_name)
-from .finetune_eval import (Scores, evaluate_variants, fitted_shifts, open_eval_sets, read_baseline, results_table,
+from .eval import (Scores, evaluate_variants, fitted_shifts, open_eval_sets, read_baseline, results_table,
                             variant_model, wise_table)
-from .finetune_model import (StartingPoint, fit_probe_head, init_from_zero_shot, load_clip,
+from .model import (StartingPoint, fit_probe_head, init_from_zero_shot, load_clip,
                              resolve_finetune_templates, training_features)
-from .finetune_report import plot_wise, write_finetune_report
-from .quickstart import Log
-from .train import build_training_data, class_names_for
+from .report import plot_wise, write_finetune_report
+from ..common.runlog import Log, versions
+from ..common.training import build_training_data, class_names_for
 
 __all__ = ["run_finetune", "train_modes", "FinetuneConfig", "ProbeSettings", "load_finetune_config", "check_inputs",
            "load_clip", "init_from_zero_shot", "fit_probe_head", "MODES", "MODEL_NAME", "ZERO_SHOT"]
@@ -98,7 +97,8 @@ def run_finetune(config: FinetuneConfig, *, resume: bool = False, progress: bool
                  quiet: bool = False) -> Path | None:
     """Fine-tune, interpolate, evaluate and report as configured; returns the path of report.md
     (None on the other ranks of a ``torchrun`` job, which train and help evaluate)."""
-    config.validate()
+    check_main_guard()  # data-loader workers started with spawn would run an unguarded script's call again
+    config = config.resolved().validate()
     check_inputs(config)
     rank, _ = init_distributed_from_env()
     log, run_dir = Log(quiet or rank != 0), Path(config.out)
@@ -282,8 +282,7 @@ def run_facts(config: FinetuneConfig, setup: Setup, summary: dict, scores: Score
             "eval_sets": {s.name: len(s) for s in setup.suites}, "skipped_images": scores.skipped,
             "shifts_without_baseline": setup.skipped, "kurtosis_id": scores.kurtosis, "timings": log.timings,
             "seeds": {"seed": config.seed, "train.seed": config.train.seed, "bootstrap": config.seed},
-            "seconds_total": round(time.perf_counter() - log.start, 1),
-            "versions": {"clipshift": __version__, "torch": torch.__version__, "python": platform.python_version()}}
+            "seconds_total": log.elapsed(), "versions": versions()}
 
 
 def _save(template, spec: ModelSpec, state: dict, directory: Path, **metadata) -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_write_text
-from ..formatting import markdown_table, pct, pp
-from ..robustness import AVERAGE, plot_effective_robustness
-from ..robustness.plots import COLOURS
-from .finetune_config import GROUP, MODEL_NAME, WISE_GROUP, ZERO_SHOT
+from ...io import atomic_write_text
+from ...formatting import markdown_table, pct, pp
+from ...robustness import AVERAGE, plot_effective_robustness
+from ...robustness.plots import COLOURS
+from .config import GROUP, MODEL_NAME, WISE_GROUP, ZERO_SHOT
 
 
 def plot_wise(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, path_models: list[str],

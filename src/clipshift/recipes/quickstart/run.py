@@ -13,7 +13,6 @@ Run directory written (every file atomically):
 from __future__ import annotations
 
 import json
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,83 +21,29 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import __version__
-from ..io import atomic_write_text
-from ..data import EvalImageFolder, TextMatcher, load_all, load_images, match_report, read_caption_table
-from ..data.csv_source import label_index
-from ..evaluate import HeadSpec, ImageTensors, build_head, encode, evaluate
-from ..progress import progress_bar
-from ..models.factory import ModelSpec, build_model, get_tokenizer, save_checkpoint
-from ..models.interface import EvalModel
-from ..parallel import resolve_jobs, run_largest_first
-from ..probe import probe_section
-from ..report_html import write_html_report
-from ..robustness import compute_effective_robustness, plot_all, plot_multi_id_fit
-from ..train.loop import TrainData, train
-from ..train.objectives import model_kind
-from ..world.adversarial import filter_adversarial
-from ..world.captions import BARE_TEMPLATE, ZERO_SHOT_TEMPLATES
-from ..world.export import export_caption_csv, export_imagefolder, plot_samples
-from ..world.generate import generate_split
-from ..world.shapes import CLASS_NAMES, SYNONYMS
+from ...io import atomic_write_text
+from ...evaluate import HeadSpec, build_head, evaluate
+from ...progress import progress_bar
+from ...models.factory import ModelSpec, build_model, get_tokenizer, save_checkpoint
+from ...models.interface import EvalModel
+from ...parallel import check_main_guard, resolve_jobs, run_largest_first
+from ...probe import probe_section
+from ...report_html import write_html_report
+from ...robustness import compute_effective_robustness, plot_all, plot_multi_id_fit
+from ...train.loop import TrainData, train
+from ...train.objectives import model_kind
+from ...world.adversarial import filter_adversarial
+from ...world.captions import BARE_TEMPLATE, ZERO_SHOT_TEMPLATES
+from ...world.export import export_imagefolder, plot_samples
+from ...world.shapes import CLASS_NAMES
+from ..common.runlog import Log, training_cost, versions
+from ..common.world import EVAL_DISTRIBUTIONS, build_world, load_eval_set, load_training_set, predictor
 from .config import QuickstartConfig, config_to_yaml
 from .report import write_report
 
 ID_DATASET = "test"
 ID_DATASETS = ("test", "test_diverse")  # one in-distribution test set per training distribution (Shi et al.)
 SHIFTS = ("v2", "sketch", "rendition", "objectnet", "adversarial")
-EVAL_DISTRIBUTIONS = {"test": "narrow", "test_diverse": "diverse", "v2": "v2", "sketch": "sketch",
-                      "rendition": "rendition", "objectnet": "objectnet"}
-
-
-class Log:
-    """Prints a step with its elapsed time and keeps the timings for the report."""
-
-    def __init__(self, quiet: bool):
-        self.quiet, self.start, self.timings = quiet, time.perf_counter(), {}
-
-    def step(self, name: str, seconds: float) -> None:
-        self.timings[name] = round(seconds, 1)
-        if not self.quiet:
-            print(f"[{time.perf_counter() - self.start:6.1f}s] {name} ({seconds:.1f}s)", flush=True)
-
-
-def as_tensor(images: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 array → (N, 3, H, W) tensor."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-
-
-def build_world(config: QuickstartConfig, world_dir: Path, progress: bool, sizes: dict | None = None) -> dict:
-    """Generate and export the training CSVs (``train_size`` images each, unless `sizes` maps a
-    distribution to another count) and the evaluation ImageFolder trees (but `adversarial`)."""
-    kw = dict(seed=config.seed, size=config.image_size, workers=config.workers, progress=progress)
-    counts = {name: (sizes or {}).get(name, config.train_size) for name in ("narrow", "diverse")}
-    for name, count in counts.items():
-        export_caption_csv(generate_split(config.distribution(name), count, split=f"train_{name}", **kw), world_dir)
-    for name, dist in EVAL_DISTRIBUTIONS.items():
-        export_imagefolder(generate_split(config.distribution(dist), config.eval_size, split=name, **kw), world_dir)
-    return {"images_generated": sum(counts.values()) + len(EVAL_DISTRIBUTIONS) * config.eval_size}
-
-
-def load_training_set(world_dir: Path, name: str, progress: bool, class_names=CLASS_NAMES,
-                      synonyms: dict | None = SYNONYMS) -> dict:
-    """Read ``train_<name>.csv`` back through the generic loader; text-match its captions.
-    The ``label`` column, when the table has one, gives the true labels (else -1 everywhere)."""
-    table = read_caption_table(world_dir / f"train_{name}.csv")
-    images = load_images(table["filepath"].tolist(), progress=progress)
-    matched = TextMatcher(list(class_names), synonyms).match_many(table["caption"].tolist())
-    if "label" in table:
-        true = np.asarray([label_index(v, list(class_names), i) for i, v in enumerate(table["label"])])
-        report = match_report(matched, true)
-    else:
-        true, report = np.full(len(table), -1), {"match_rate": float((matched >= 0).mean())}
-    return {"images": images, "captions": table["caption"].tolist(), "true": true, "matched": matched,
-            "match": report}
-
-
-def load_eval_set(world_dir: Path, name: str, progress: bool, class_names=CLASS_NAMES) -> ImageTensors:
-    images, labels, _ = load_all(EvalImageFolder(world_dir / name, list(class_names)), progress=progress)
-    return ImageTensors(images, labels)
 
 
 def _train_one(config, spec, data, train_config, run_dir, progress, tokenizer=None) -> EvalModel:
@@ -168,19 +113,9 @@ def evaluate_model(model: EvalModel, entry: dict, eval_sets: dict) -> list[dict]
     return rows
 
 
-def predictor(model: EvalModel):
-    """images (N, H, W, 3) uint8 array → the classifier's predicted classes, for the adversarial filter."""
-    head = build_head("linear", model)
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        data = ImageTensors(as_tensor(images), torch.zeros(len(images), dtype=torch.long))
-        return head(encode(model, data, progress=False).features).argmax(1).numpy()
-
-    return predict
-
-
 def run_quickstart(config: QuickstartConfig, out: str | Path, *, progress: bool = True, quiet: bool = False) -> Path:
     """Run the whole quickstart into the run directory `out`; return the path of report.md."""
+    check_main_guard(config.jobs, "spawn")  # a script's unguarded call would start again in every worker
     config.validate()
     run_dir = Path(out)
     (run_dir / "figures").mkdir(parents=True, exist_ok=True)
@@ -189,7 +124,7 @@ def run_quickstart(config: QuickstartConfig, out: str | Path, *, progress: bool 
     torch.manual_seed(config.seed)
     log, world_dir = Log(quiet), run_dir / "world"
     t = time.perf_counter()
-    world = build_world(config, world_dir, progress)
+    world = build_world(config.world(), world_dir, progress)
     log.step(f"world: {world['images_generated']} images generated and exported", time.perf_counter() - t)
 
     t = time.perf_counter()
@@ -238,19 +173,13 @@ def run_quickstart(config: QuickstartConfig, out: str | Path, *, progress: bool 
 
     facts = {"world": world, "adversarial": adv_summary, "timings": log.timings,
              "text_match": {name: sets[name]["match"] for name in sets},
-             "seconds_total": round(time.perf_counter() - log.start, 1),
-             "versions": {"clipshift": __version__, "torch": torch.__version__, "python": platform.python_version()}}
+             "seconds_total": log.elapsed(), "versions": versions()}
     atomic_write_text(run_dir / "facts.json", json.dumps(facts, indent=2, default=float))
     report = write_report(run_dir, config, results, er, fits, facts, figures, probe_md, multi=multi)
     page = write_html_report(run_dir)
     if not quiet:
         print(f"report: {report}\nhtml: {page}")
     return report
-
-
-def training_cost(entry: dict) -> float:
-    """Rough training cost of a plan entry: images × epochs (a CLIP step costs about as much)."""
-    return entry["train_size"] * entry["epochs"]
 
 
 def train_and_evaluate(config, entry: dict, sets: dict, eval_sets: dict, run_dir: Path, progress: bool):

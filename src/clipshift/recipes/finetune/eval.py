@@ -17,30 +17,27 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
-from ..data.imagenet import IMAGENET_SUITES, EvalSuite, folder_suite, open_suite
-from ..evaluate.heads import build_head
-from ..evaluate.loop import encode, evaluate
-from ..models.interface import EvalModel, state_digest
-from ..probe.outliers import kurtosis
-from ..robustness import AVERAGE, read_results
-from ..robustness.tables import BASELINE_SELECTORS
-from .finetune_config import GROUP, WISE_GROUP, FinetuneConfig, mode_of, wise_name
+from ...data.eval_sets import eval_set_entries, open_eval_set
+from ...data.imagenet import EvalSuite
+from ...evaluate.heads import build_head
+from ...evaluate.loop import encode, evaluate
+from ...models.interface import EvalModel, state_digest
+from ...probe.outliers import kurtosis
+from ...robustness import AVERAGE, read_results
+from ...robustness.tables import BASELINE_SELECTORS
+from .config import GROUP, WISE_GROUP, FinetuneConfig, mode_of, wise_name
 
 DECODE_WORKERS = 4  # DataLoader processes decoding evaluation images, at most one per CPU
 
 
 def open_eval_sets(config: FinetuneConfig, class_names: list[str]) -> list[EvalSuite]:
-    """The evaluation sets, in-distribution first: ImageNet-family suites read as distributed (with the
-    1000 ImageNet classes), any other folder as an ImageFolder tree over `class_names`."""
-    paths = config.eval_paths()
-    order = [config.id_name] + [n for n in paths if n != config.id_name]
-    suites = []
-    for name in order:
-        if name in IMAGENET_SUITES and len(class_names) == 1000:
-            suites.append(open_suite(name, paths[name]))
-            continue
-        suites.append(folder_suite(name, paths[name], class_names))
-    return suites
+    """The evaluation sets, in-distribution first, by :func:`~clipshift.data.eval_sets.open_eval_set`'s
+    rule: ImageNet-family names read as distributed when the classes are ImageNet's (all, or a wnid
+    subset), any other folder an ImageFolder tree over `class_names`."""
+    entries = eval_set_entries(config.eval_sets)
+    classes = config.classes  # class_names are its names (read_inputs)
+    order = [config.id_name] + [n for n in entries if n != config.id_name]
+    return [open_eval_set(name, config.eval_root or ".", folder=entries[name], classes=classes) for name in order]
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ from typing import Callable
 
 import torch
 
-from ..evaluate.heads import HeadSpec, build_head, resolve_templates
-from ..evaluate.linear_probe import fit_linear_probe, probe_logits
-from ..evaluate.loop import ImageTensors, encode
-from ..evaluate.loop import top1_accuracy
-from ..models.factory import MEAN, STD, ModelSpec, build_model
-from ..models.interface import EvalModel
-from .finetune_config import ProbeSettings
+from ...evaluate.heads import HeadSpec, build_head, resolve_templates
+from ...evaluate.linear_probe import fit_linear_probe, probe_logits
+from ...evaluate.loop import ImageTensors, encode
+from ...evaluate.loop import top1_accuracy
+from ...models.factory import MEAN, STD, ModelSpec, build_model
+from ...models.interface import EvalModel
+from .config import ProbeSettings
 
 
 @dataclass
@@ -40,7 +40,7 @@ def load_clip(model: str, pretrained: str | None = None) -> StartingPoint:
     (``pretrained``: a local file or an open_clip tag), through :func:`clipshift.models.load.load_model`."""
     import open_clip
 
-    from ..models.load import load_model
+    from ...models.load import load_model
 
     loaded = load_model(model, pretrained)
     if loaded.kind != "clip":
@@ -64,7 +64,7 @@ def load_clip(model: str, pretrained: str | None = None) -> StartingPoint:
 def resolve_finetune_templates(spec: str, classes: str) -> list[str]:
     """Prompt templates: ``world`` (the embedded world's), ``openai``, ``simple`` or a file; ``auto``
     is ``world`` for the world's classes, else ``openai``."""
-    from ..world.captions import ZERO_SHOT_TEMPLATES
+    from ...world.captions import ZERO_SHOT_TEMPLATES
 
     if spec == "auto":
         spec = "world" if classes == "world" else "openai"

@@ -33,13 +33,14 @@ Configuration (YAML; every key but ``model``, ``sources``, ``eval_sets`` and ``b
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..robustness.tables import BASELINE_SELECTORS
-from ..train.loop import TrainConfig
-from .config import read_settings
-from .train import TrainRunConfig
+from ...data.eval_sets import eval_set_entries, eval_set_folder
+from ...robustness.tables import BASELINE_SELECTORS
+from ...train.loop import TrainConfig
+from ..common.settings import build_settings, read_settings
+from ..common.training import TrainRunConfig
 
 MODES = ("full", "linear-probe", "lp-ft")
 ZERO_SHOT = "zeroshot"
@@ -96,7 +97,7 @@ class FinetuneConfig:
     out: str = "runs/finetune"
     model: str = ""
     pretrained: str | None = None
-    modes: list = field(default_factory=lambda: ["full"])
+    modes: list | str = field(default_factory=lambda: ["full"])
     classes: str = "world"
     templates: str = "auto"
     labels: str = "source"
@@ -117,29 +118,38 @@ class FinetuneConfig:
     bootstrap: int = 1000
     requires: str | None = None
 
+    def resolved(self) -> "FinetuneConfig":
+        """A copy with what the run derives from the settings: ``modes`` as a list, the WiSE-FT
+        ``alphas`` sorted with both endpoints, and ``train.objective`` 'finetune' (cross-entropy
+        through the head, whatever the file says)."""
+        modes = [self.modes] if isinstance(self.modes, str) else list(self.modes)
+        alphas = self.alphas
+        if isinstance(alphas, list) and alphas and all(_is_alpha(a) for a in alphas):
+            alphas = sorted({float(a) for a in alphas} | {0.0, 1.0})
+        return replace(self, modes=modes, alphas=alphas, train=replace(self.train, objective="finetune"))
+
     def validate(self) -> "FinetuneConfig":
+        """Checks every setting; changes none (:meth:`resolved` derives what the run needs)."""
         if not self.model:
             raise ValueError("model: give the CLIP model to fine-tune (a clipshift checkpoint folder, or an open_clip "
                              "architecture with pretrained: a weights file)")
-        if isinstance(self.modes, str):
-            self.modes = [self.modes]
-        unknown = [m for m in self.modes if m not in MODES]
-        if not self.modes or unknown or len(set(self.modes)) != len(self.modes):
+        modes = [self.modes] if isinstance(self.modes, str) else self.modes
+        unknown = [m for m in modes if m not in MODES]
+        if not modes or unknown or len(set(modes)) != len(modes):
             raise ValueError(f"modes: expected distinct modes among {list(MODES)}, got {self.modes!r}")
         if not self.sources:
             raise ValueError("sources: need at least one labelled training source (as in `clipshift train`)")
         if not isinstance(self.eval_sets, (list, dict)) or len(self.eval_sets) < 2:
             raise ValueError(f"eval_sets: need the in-distribution set and at least one shift, got {self.eval_sets!r}")
-        if self.id_dataset is not None and self.id_dataset not in self.eval_paths():
-            raise ValueError(f"id_dataset {self.id_dataset!r} is not among the eval_sets {list(self.eval_paths())}")
+        if self.id_dataset is not None and self.id_dataset not in eval_set_entries(self.eval_sets):
+            raise ValueError(f"id_dataset {self.id_dataset!r} is not among the eval_sets "
+                             f"{list(eval_set_entries(self.eval_sets))}")
         if not self.baseline:
             raise ValueError("baseline: effective robustness needs a table of baseline models (any results table "
                              "`clipshift er` reads)")
-        bad = [a for a in self.alphas if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 <= a <= 1] \
-            if isinstance(self.alphas, list) else [self.alphas]
+        bad = [a for a in self.alphas if not _is_alpha(a)] if isinstance(self.alphas, list) else [self.alphas]
         if not self.alphas or bad:
             raise ValueError(f"alphas: every WiSE-FT mixing weight must be a number in [0, 1], got {self.alphas!r}")
-        self.alphas = sorted({float(a) for a in self.alphas} | {0.0, 1.0})
         for name in ("eval_batch_size", "bootstrap"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -147,20 +157,19 @@ class FinetuneConfig:
         if self.baseline_filter is not None and self.baseline_filter not in BASELINE_SELECTORS:
             re.compile(self.baseline_filter)
         self.probe.validate()
-        self.train.objective = "finetune"  # cross-entropy through the head, whatever the file says
         self.data_config()  # checks sources, labels and the training settings as `clipshift train` does
         return self
 
     def eval_paths(self) -> dict[str, Path]:
-        """Evaluation set name → folder (relative to `eval_root` when given)."""
-        root = Path(self.eval_root) if self.eval_root else Path()
-        if isinstance(self.eval_sets, dict):
-            return {str(name): root / str(path) for name, path in self.eval_sets.items()}
-        return {Path(str(path)).name: root / str(path) for path in self.eval_sets}
+        """Evaluation set name → folder (relative to `eval_root` when given), by the rule of
+        :func:`~clipshift.data.eval_sets.open_eval_set`."""
+        root = self.eval_root or "."
+        entries = eval_set_entries(self.eval_sets)
+        return {name: eval_set_folder(name, root, folder, self.classes) for name, folder in entries.items()}
 
     @property
     def id_name(self) -> str:
-        return self.id_dataset or next(iter(self.eval_paths()))
+        return self.id_dataset or next(iter(eval_set_entries(self.eval_sets)))
 
     def data_config(self, architecture: str = "clipshift-small", image_size: int | None = None) -> TrainRunConfig:
         """The training data as `clipshift train` reads it (validated there): labelled images."""
@@ -171,30 +180,17 @@ class FinetuneConfig:
 
 
 def load_finetune_config(path=None, overrides: dict | None = None) -> FinetuneConfig:
-    """The defaults, updated by the YAML file at `path`, then by dotted `overrides`; validated.
-    ``train.seed`` follows ``seed`` unless set."""
+    """The defaults, updated by the YAML file at `path`, then by dotted `overrides`; resolved and
+    validated. ``train.seed`` follows ``seed`` unless set."""
     values = read_settings(path, overrides, "fine-tuning config")
-    sections = {"train": TrainConfig, "probe": ProbeSettings}
-    _check_keys(values, FinetuneConfig, "settings")
-    base = FinetuneConfig()
-    built = {}
-    for name, cls in sections.items():
-        given = values.pop(name, None) or {}
-        if not isinstance(given, dict):
-            raise ValueError(f"{name}: expected a mapping of settings, got {given!r}")
-        _check_keys(given, cls, name)
-        if name == "train" and "seed" not in given:
-            given["seed"] = values.get("seed", base.seed)
-        built[name] = cls(**{**asdict(getattr(base, name)), **given})
-    plain = {k: v for k, v in asdict(base).items() if k not in sections}
-    return FinetuneConfig(**{**plain, **values, **built}).validate()
+    train = values.get("train")
+    if isinstance(train, dict) and "seed" not in train or train is None:
+        values["train"] = {**(train or {}), "seed": values.get("seed", FinetuneConfig.seed)}
+    return build_settings(FinetuneConfig, values, "settings").resolved().validate()
 
 
-def _check_keys(values: dict, cls, where: str) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{where}: unknown {unknown}; known: {sorted(known)}")
+def _is_alpha(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value <= 1
 
 
 def check_inputs(config: FinetuneConfig) -> None:

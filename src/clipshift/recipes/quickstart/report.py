@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..formatting import markdown_table, pct, pp
-from ..io import atomic_write_text
+from ...formatting import markdown_table, pct, pp
+from ...io import atomic_write_text
 
 AVG = "average"
 TWINS = (("supervised_diverse", "supervised_narrow"), ("contrastive_diverse", "contrastive_narrow"))

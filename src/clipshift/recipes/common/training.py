@@ -57,37 +57,28 @@ final ``model/`` (safetensors + JSON, loadable by ``clipshift eval --model RUN/m
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import yaml
 
-from ..data import TextMatcher
-from ..data.lazy import DECODE_THREADS, LazyImages, take_images
-from ..data.sources import (ClassSpace, class_space, csv_rows, imagenet_captions_rows, read_imagenet_captions,
-                            subset_indices, world_rows)
-from ..io import atomic_write_text
-from ..models.factory import ModelSpec, build_model, get_tokenizer, save_checkpoint
-from ..train.loop import TrainConfig, TrainData, train
-from ..train.objectives import OBJECTIVES, needs
-from .config import check_types, read_settings, unknown_keys
+from ...data import TextMatcher
+from ...data.lazy import DECODE_THREADS, LazyImages, take_images
+from ...data.sources import (SOURCE_TYPES, ClassSpace, class_space, file_rows, read_imagenet_captions, source_type,
+                             subset_indices)
+from ...io import atomic_write_text
+from ...models.factory import ModelSpec, build_model, get_tokenizer, save_checkpoint
+from ...train.loop import TrainConfig, TrainData, train
+from ...train.objectives import OBJECTIVES, needs
+from .settings import load_settings, read_settings
 
 __all__ = ["IN_MEMORY_MAX_IMAGES", "TrainRunConfig", "build_training_data", "check_sources", "class_names_for",
            "labelled_samples", "load_train_config", "read_imagenet_captions", "run_training"]
 
 IN_MEMORY_MAX_IMAGES = 20000  # in_memory: auto decodes file-backed images once up to this many, else per batch
 OBJECTIVE_KIND = {name: objective.model_kind for name, objective in OBJECTIVES.items()}  # declared by each objective
-SUBSET_KEYS = {"size", "subset_seed", "exclude_files", "exclude_captions"}  # exclude_*: data.sources.excluded
-SOURCE_KEYS = {
-    "world": {"distribution", "size", "pool", "subset_seed", "seed", "weight", "type"},
-    "csv": {"path", "sep", "filepath_column", "caption_column", "label_column", "weight", "type"} | SUBSET_KEYS,
-    "imagenet_captions": {"json", "root", "fields", "weight", "type", "limit"} | SUBSET_KEYS,
-    "webdataset": {"urls", "weight", "type", "buffer"},
-}
-
-
 def _is_count(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -138,45 +129,43 @@ class TrainRunConfig:
         for i, source in enumerate(self.sources):
             if not isinstance(source, dict):
                 raise ValueError(f"sources[{i}]: expected a mapping (type: world | csv | ...), got {source!r}")
-            kind = source.get("type")
-            if not isinstance(kind, str) or kind not in SOURCE_KEYS:
-                raise ValueError(f"sources[{i}]: unknown type {kind!r}; known: {sorted(SOURCE_KEYS)}")
-            unknown = sorted(set(source) - SOURCE_KEYS[kind], key=str)
+            kind = source_type(source, f"sources[{i}]")
+            unknown = sorted(set(source) - kind.keys, key=str)
             if unknown:
-                raise ValueError(f"sources[{i}] ({kind}): unknown keys {unknown}; known: {sorted(SOURCE_KEYS[kind])}")
+                raise ValueError(f"sources[{i}] ({kind.name}): unknown keys {unknown}; known: {sorted(kind.keys)}")
             weight = source.get("weight", 1.0)
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
                 raise ValueError(f"sources[{i}]: weight must be a positive number, got {weight!r}")
             _check_subset_keys(i, source)
-        streamed = [s.get("type") == "webdataset" for s in self.sources]
+        streamed = [source_type(s).streams for s in self.sources]
         if any(streamed) and not all(streamed):
-            raise ValueError("sources: webdataset sources are streamed and cannot be mixed with in-memory ones "
-                             "(world, csv, imagenet_captions); write those as shards too")
+            held = sorted(name for name, kind in SOURCE_TYPES.items() if not kind.streams)
+            raise ValueError(f"sources: webdataset sources are streamed and cannot be mixed with in-memory ones "
+                             f"({', '.join(held)}); write those as shards too")
         if any(streamed) and not self.samples:
             raise ValueError("samples: a stream has no length; state the samples per epoch for webdataset sources")
         if self.objective == "finetune" and not self.init_from:
             raise ValueError("objective 'finetune' needs init_from: the checkpoint folder of a simclr (or other) run")
-        self.train.objective = self.objective
-        self.train.validate()
+        replace(self.train, objective=self.objective).validate()
         return self
+
+    def resolved(self) -> "TrainRunConfig":
+        """A copy whose ``train.objective`` is the run's ``objective`` (what the training loop reads)."""
+        return replace(self, train=replace(self.train, objective=self.objective))
 
 
 def load_train_config(path=None, overrides: dict | None = None) -> TrainRunConfig:
-    """The defaults, updated by the YAML file at `path`, then by dotted `overrides`; validated."""
+    """The defaults, updated by the YAML file at `path`, then by dotted `overrides`; resolved and validated."""
+    values = _read_train_settings(path, overrides)
+    return load_settings(TrainRunConfig, None, None, base=values, where="settings").resolved().validate()
+
+
+def _read_train_settings(path, overrides: dict | None) -> dict:
+    """The settings of a training run; an empty ``train:`` section is no section."""
     values = read_settings(path, overrides, "training config")
-    unknown = unknown_keys(values, TrainRunConfig)
-    if unknown:
-        raise ValueError(f"unknown settings {unknown}; known: {sorted(f.name for f in fields(TrainRunConfig))}")
-    train_values = values.pop("train", None) or {}  # an empty section is no section
-    check_types({**values, "train": train_values}, TrainRunConfig, "settings")
-    bad = unknown_keys(train_values, TrainConfig)
-    if bad:
-        raise ValueError(f"train: unknown settings {bad}; known: {sorted(f.name for f in fields(TrainConfig))}")
-    check_types(train_values, TrainConfig, "train")
-    base = TrainRunConfig()
-    train_config = TrainConfig(**{**asdict(base.train), **train_values})
-    return TrainRunConfig(**{**{k: v for k, v in asdict(base).items() if k != "train"}, **values},
-                          train=train_config).validate()
+    if "train" in values and values["train"] is None:
+        del values["train"]
+    return values
 
 
 # --- sources ---------------------------------------------------------------------------------------------------
@@ -190,14 +179,14 @@ def class_names_for(spec: str) -> list[str]:
 def _matcher(config: TrainRunConfig, class_names: list[str]) -> TextMatcher:
     """Text matching over the run's classes: a synonyms file, the world's synonyms, or for ImageNet
     classes each class's WordNet lemmas (a term shared by two classes names both: dropped)."""
-    from ..data.imagenet_classes import imagenet_lemmas
+    from ...data.imagenet_classes import imagenet_lemmas
 
     space = class_space(config.classes)
     shared = "ambiguous" if space.wnids is not None else "error"
     if config.synonyms:
         return TextMatcher.from_file(config.synonyms, class_names, shared_terms=shared)
     if config.classes == "world":
-        from ..world.shapes import SYNONYMS
+        from ...world.shapes import SYNONYMS
 
         return TextMatcher(class_names, SYNONYMS)
     if space.wnids is not None:
@@ -220,8 +209,7 @@ class _Rows:
 
 def _read_files(source: dict, space: ClassSpace, config: TrainRunConfig) -> _Rows:
     """The rows of a file-backed source (csv, imagenet_captions); no image is decoded."""
-    reader = csv_rows if source["type"] == "csv" else imagenet_captions_rows
-    paths, captions, labels = reader(source, space)
+    paths, captions, labels = file_rows(source, space)
     return _Rows(LazyImages(paths, config.image_size, num_workers=config.decode_threads), captions, labels)
 
 
@@ -229,8 +217,8 @@ def _load_source(i: int, source: dict, config: TrainRunConfig, space: ClassSpace
                  progress: bool) -> tuple[_Rows, dict]:
     """One source after its class filter and ``size``/``subset_seed`` subset, and its counts."""
     kind = source["type"]
-    if kind == "world":
-        rows = _Rows(*world_rows(source, space, config.image_size, config.seed, progress))
+    if source_type(source).storage == "generated":
+        rows = _Rows(*source_type(source).generate(source, space, config.image_size, config.seed, progress))
     else:
         rows = read if read is not None else _read_files(source, space, config)
     counts = {"type": kind, "rows": len(rows.captions)}
@@ -239,7 +227,7 @@ def _load_source(i: int, source: dict, config: TrainRunConfig, space: ClassSpace
     elif rows.labels is None and space.subset:
         rows = rows.select(np.flatnonzero(_matcher(config, space.names).match_many(rows.captions) >= 0))
     counts["after_class_filter"] = len(rows.captions)
-    size = source.get("size") if kind != "world" or "pool" in source else None
+    size = source.get("size") if source_type(source).storage != "generated" or "pool" in source else None
     where = f"sources[{i}] ({kind})" + (" after the class filter" if space.subset else "")
     rows = rows.select(subset_indices(len(rows.captions), size, source.get("subset_seed", 0), where))
     counts["kept"] = len(rows.captions)
@@ -292,7 +280,7 @@ def build_training_data(config: TrainRunConfig, tokenizer, progress: bool = True
     needs, and a summary (images per source, counts per source, text-match rate and precision).
     `read`: the rows :func:`check_sources` returned (not read again)."""
     space = class_space(config.classes)
-    if config.sources[0]["type"] == "webdataset":
+    if source_type(config.sources[0]).streams:
         return _streaming_data(config, tokenizer, space.names)
     read = read or [None] * len(config.sources)
     loaded, per_source = [], []
@@ -337,7 +325,7 @@ def build_training_data(config: TrainRunConfig, tokenizer, progress: bool = True
 
 
 def _streaming_data(config: TrainRunConfig, tokenizer, class_names: list[str]):
-    from ..data.shards import ShardStream, StreamingData
+    from ...data.shards import ShardStream, StreamingData
 
     stream = ShardStream([s["urls"] for s in config.sources], [float(s.get("weight", 1.0)) for s in config.sources],
                          seed=config.seed, buffer=int(config.sources[0].get("buffer", 1000)))
@@ -359,9 +347,7 @@ def check_sources(config: TrainRunConfig) -> list:
     the first sample has an image and a caption), the first image of each file-backed source
     decodes, and ``size`` fits the samples left after the class filter. Returns the rows read
     (None for world and webdataset sources), for :func:`build_training_data`'s `read`."""
-    from ..data import decode_rgb
-    from ..data.shards import check_shards
-    from ..world.distributions import get_distribution
+    from ...data import decode_rgb
 
     space = class_space(config.classes)
     if config.synonyms or config.labels == "text_match" or space.subset:
@@ -372,39 +358,25 @@ def check_sources(config: TrainRunConfig) -> list:
     needs_labels = "labels" in needs(config.objective) and config.labels == "source"
     read = []
     for i, source in enumerate(config.sources):
-        kind, where = source["type"], f"sources[{i}] ({source['type']})"
+        kind, where = source_type(source), f"sources[{i}] ({source['type']})"
         try:
-            _require(source, REQUIRED_KEYS[kind])
-            if kind == "world":
-                get_distribution(source.get("distribution", "narrow"))
+            kind.require(source)
+            if kind.check is not None:
+                kind.check(source, need_caption="tokens" in needs(config.objective) or config.labels == "text_match",
+                           need_label=needs_labels)
+            if not kind.file_backed:
                 read.append(None)
-            elif kind == "webdataset":
-                check_shards(source["urls"], need_caption="tokens" in needs(config.objective) or
-                             config.labels == "text_match", need_label=needs_labels)
-                read.append(None)
-            else:
-                rows = _read_files(source, space, config)
-                decode_rgb(rows.images.paths[0], config.image_size)
-                if needs_labels and rows.labels is None:
-                    raise ValueError(f"labels: 'source', but the source has no labels for classes {config.classes!r} "
-                                     f"(csv: a label_column; imagenet_captions: classes 'imagenet' or a wnid file)")
-                _load_source(i, source, config, space, rows, progress=False)
-                read.append(rows)
+                continue
+            rows = _read_files(source, space, config)
+            decode_rgb(rows.images.paths[0], config.image_size)
+            if needs_labels and rows.labels is None:
+                raise ValueError(f"labels: 'source', but the source has no labels for classes {config.classes!r} "
+                                 f"(csv: a label_column; imagenet_captions: classes 'imagenet' or a wnid file)")
+            _load_source(i, source, config, space, rows, progress=False)
+            read.append(rows)
         except (ValueError, FileNotFoundError) as error:
             raise type(error)(f"{where}: {error}") from None
     return read
-
-
-REQUIRED_KEYS = {"world": (), "csv": ("path",), "imagenet_captions": ("json", "root"), "webdataset": ("urls",)}
-
-
-def _require(source: dict, keys: tuple[str, ...]) -> None:
-    missing = [k for k in keys if not source.get(k)]
-    if missing:
-        raise ValueError(f"missing {missing} (a {source['type']} source needs {list(keys)})")
-    if source["type"] == "imagenet_captions" and not Path(source["root"]).is_dir():
-        raise FileNotFoundError(f"root {source['root']} is not a folder (expected the ImageNet train tree "
-                                f"<root>/<wnid>/<filename>)")
 
 
 # --- the run ---------------------------------------------------------------------------------------------------
@@ -422,8 +394,9 @@ def _init_tower(model, directory) -> None:
 def run_training(config: TrainRunConfig, *, resume: bool = False, progress: bool = True) -> Path:
     """Train one model as configured; returns the folder of the final model. Every source is
     checked (:func:`check_sources`) before anything is built or trained."""
-    from ..distributed import init_distributed_from_env
+    from ...distributed import init_distributed_from_env
 
+    config = config.resolved().validate()
     read = check_sources(config)
     rank, world = init_distributed_from_env()
     out = Path(config.out)
@@ -452,8 +425,8 @@ def run_training(config: TrainRunConfig, *, resume: bool = False, progress: bool
 def _space_of_names(class_names: list[str]) -> ClassSpace:
     """The class space of a list of class names: ImageNet's (all 1000, or the classes of a subset
     whose open_clip names each name one wnid) or plain names."""
-    from ..data.imagenet import imagenet_wnids
-    from ..data.imagenet_classes import imagenet_class_names
+    from ...data.imagenet import imagenet_wnids
+    from ...data.imagenet_classes import imagenet_class_names
 
     names = imagenet_class_names()
     if list(class_names) == names:
@@ -470,10 +443,9 @@ def labelled_samples(source: dict, class_names: list[str]) -> list[tuple[str, in
     """(image path, class index) of every sample of `source` whose label is one of `class_names`
     (ImageNet-Captions: its wnid; a CSV: its label column of class indices, names or wnids); [] for
     sources without labels."""
-    if source.get("type") not in ("imagenet_captions", "csv"):
+    if not source_type(source).file_backed:
         return []
-    reader = csv_rows if source["type"] == "csv" else imagenet_captions_rows
-    paths, _, labels = reader(source, _space_of_names(class_names))
+    paths, _, labels = file_rows(source, _space_of_names(class_names))
     if labels is None:
         return []
     return [(path, int(label)) for path, label in zip(paths, labels) if label >= 0]
@@ -486,10 +458,9 @@ def text_match_summary(config: TrainRunConfig) -> dict:
     space = class_space(config.classes)
     captions, labels = [], []
     for source in config.sources:
-        if source.get("type") not in ("csv", "imagenet_captions"):
+        if not source_type(source).file_backed:
             continue
-        reader = csv_rows if source["type"] == "csv" else imagenet_captions_rows
-        _, texts, true = reader({k: v for k, v in source.items() if k not in ("size", "subset_seed")}, space)
+        _, texts, true = file_rows({k: v for k, v in source.items() if k not in ("size", "subset_seed")}, space)
         captions += list(texts)
         labels.append(np.full(len(texts), -1) if true is None else np.asarray(true))
     if not captions:
