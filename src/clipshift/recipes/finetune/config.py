@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ...data.eval_sets import eval_set_entries, eval_set_folder
+from ...data.sources import source_type
 from ...robustness.tables import BASELINE_SELECTORS
 from ...train.loop import TrainConfig
 from ..common.settings import build_settings, read_settings
@@ -200,7 +201,7 @@ def check_inputs(config: FinetuneConfig) -> None:
     if config.pretrained and (_is_path(config.pretrained) or config.pretrained.endswith(WEIGHT_FILES)):
         wanted.append(("pretrained", config.pretrained))
     for i, source in enumerate(config.sources):
-        for key in ("path", "json", "root"):
+        for key in source_type(source, f"sources[{i}]").file_keys:
             if source.get(key):
                 wanted.append((f"sources[{i}].{key}", source[key]))
     wanted += [(f"eval_sets.{name}", path) for name, path in config.eval_paths().items()]

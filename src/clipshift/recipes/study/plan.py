@@ -14,6 +14,7 @@ import shlex
 from dataclasses import asdict
 from pathlib import Path
 
+from ...data.sources import source_type
 from ...train.loop import TrainConfig
 from .hypotheses import REGISTRY
 from .keys import clip_key, simclr_key, supervised_key
@@ -138,7 +139,7 @@ def _sources(entry: dict, distributions: dict[str, list[dict]],
         for j, (source, share) in enumerate(zip(sources, shares)):
             if share <= 0:
                 continue
-            if source.get("type") == "webdataset":
+            if source_type(source).streams:
                 out.append({**source, "weight": share})
                 streamed = True
                 continue
