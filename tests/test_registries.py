@@ -76,11 +76,23 @@ def test_a_registered_source_type_trains_through_clipshift_train(tmp_path, jsonl
         f"a photo of a {CLASS_NAMES[1]}"
 
 
-def test_streams_are_told_apart_by_the_registry_not_by_name(jsonl_type):
-    with pytest.raises(ValueError, match="streamed and cannot be mixed with in-memory ones "
-                                         r"\(csv, imagenet_captions, jsonl, world\)"):
-        load_train_config(None, {"samples": 10, "sources": [{"type": "webdataset", "urls": "a.tar"},
-                                                             {"type": "jsonl", "file": "x"}]})
+def test_streams_are_told_apart_by_the_registry_not_by_name(tmp_path, jsonl_type):
+    """A registered file-backed type mixes with a stream: its rows are one part, the shards another."""
+    from clipshift.data.mixture import RowPart
+    from clipshift.data.shards import write_shards
+
+    lines = []
+    for i in range(4):
+        noise_image(tmp_path / f"img{i}.png", size=(16, 16), seed=i)
+        lines.append(json.dumps({"image": f"img{i}.png", "text": f"a photo of a {CLASS_NAMES[i % 3]}"}))
+    (tmp_path / "data.jsonl").write_text("\n".join(lines))
+    images = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+    urls = write_shards(images, [f"a {CLASS_NAMES[i % 3]}" for i in range(6)], tmp_path / "shards")
+    config = load_train_config(None, {"objective": "simclr", "image_size": 16, "train.batch_size": 4, "sources": [
+        {"type": "jsonl", "file": str(tmp_path / "data.jsonl")}, {"type": "webdataset", "urls": urls, "size": 5}]})
+    data, summary = build_training_data(config, tokenizer=None, progress=False, read=check_sources(config))
+    assert isinstance(data.parts[0], RowPart) and data.parts[1].length == 5 and len(data) == 8  # 9 samples
+    assert [s.get("streamed", False) for s in summary["sources"]] == [False, True]
 
 
 # --- evaluation sets ------------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@
   WordNet synonyms (``imagenet_synonyms``).
 - :mod:`.lazy`: :class:`LazyImages`, training images decoded per batch; :mod:`.sources`: training
   sources read into rows, class filters and nested subsets, and the registry of source types
-  (``SOURCE_TYPES``); :mod:`.shards`: webdataset streams.
+  (``SOURCE_TYPES``); :mod:`.shards`: webdataset streams; :mod:`.streamed`: a stream's seeded take;
+  :mod:`.mixture`: file-backed rows and streams interleaved by weight (``MixedData``).
 """
 
 from ._images import ImageDecodeError, decode_rgb

@@ -34,6 +34,9 @@ def expand_shards(pattern: str) -> list[str]:
 
     paths = [p for part in pattern.split("::") for p in braceexpand.braceexpand(part)]
     missing = [p for p in paths if not Path(p).is_file()]
+    if len(missing) == len(paths):
+        raise FileNotFoundError(f"shard pattern {pattern!r} matches no file (expected webdataset .tar shards, "
+                                f"e.g. {paths[0]})")
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(paths)} shards of {pattern!r} not found, e.g. {missing[:3]}")
     return paths

@@ -8,6 +8,7 @@
 - :func:`subset_indices`: the rows a ``size``/``subset_seed`` keeps (nested for one seed).
 - :func:`excluded`: the rows a source's ``exclude_files`` / ``exclude_captions`` take out (a
   domain removed from the training data, as the study's ``exposure`` hypothesis does).
+- :func:`labelled_samples`: (image path, class index) of a file-backed source's labelled samples.
 - :data:`SOURCE_TYPES` (:class:`SourceType`, :func:`register_source`, :func:`source_type`): the
   registry of training source types (name → keys, required keys, files named, reader, whether it
   streams) that ``clipshift train``, the study and fine-tuning read instead of choosing by name.
@@ -266,7 +267,8 @@ class SourceType:
     requires, those naming files, and how it is read. ``storage``: ``files`` (rows of image files,
     read by ``rows(source, space) -> (paths, captions, labels or None)`` and decoded per batch or once),
     ``generated`` (images made in memory by ``generate(source, space, image_size, seed, progress)``)
-    or ``stream`` (shards read in order, never held; ``check(source, need_caption, need_label)``)."""
+    or ``stream`` (shards read in order, never held; ``check(source, need_caption, need_label)``; a
+    seeded take of the stream with ``size``, :mod:`.streamed`)."""
 
     name: str
     keys: frozenset
@@ -279,7 +281,7 @@ class SourceType:
 
     @property
     def streams(self) -> bool:
-        """True for a stream: no length, no subsets, never held in memory."""
+        """True for a stream: read in shard order, never held in memory (a ``size`` takes its first samples)."""
         return self.storage == "stream"
 
     @property
@@ -330,8 +332,8 @@ register_source(SourceType("csv", frozenset({"type", "weight", "path", "sep", "f
 register_source(SourceType("imagenet_captions", frozenset({"type", "weight", "json", "root", "fields", "limit"}) | SUBSET_KEYS,
                            ("json", "root"), "files", file_keys=("json", "root"), rows=imagenet_captions_rows,
                            check=_check_captions_root))
-register_source(SourceType("webdataset", frozenset({"type", "weight", "urls", "buffer"}), ("urls",), "stream",
-                           check=_check_shards))
+register_source(SourceType("webdataset", frozenset({"type", "weight", "urls", "buffer"}) | SUBSET_KEYS, ("urls",),
+                           "stream", check=_check_shards))  # size, subset_seed, exclude_captions: data.streamed
 
 
 def source_type(source: dict, where: str = "source") -> SourceType:
@@ -348,3 +350,31 @@ def file_rows(source: dict, space: ClassSpace) -> tuple[list[str], list[str], np
     if not kind.file_backed:
         raise ValueError(f"a {kind.name} source is not file-backed (its rows are {kind.storage})")
     return kind.rows(source, space)
+
+
+def _space_of_names(class_names: list[str]) -> ClassSpace:
+    """The class space of a list of class names: ImageNet's (all 1000, or the classes of a subset
+    whose open_clip names each name one wnid) or plain names."""
+    from .imagenet import imagenet_wnids
+
+    names = imagenet_class_names()
+    if list(class_names) == names:
+        return class_space("imagenet")
+    wnid_of: dict[str, list[str]] = {}
+    for wnid, name in zip(imagenet_wnids(), names):
+        wnid_of.setdefault(name, []).append(wnid)
+    if all(len(wnid_of.get(name, ())) == 1 for name in class_names):
+        return ClassSpace("names", list(class_names), [wnid_of[name][0] for name in class_names])
+    return ClassSpace("names", list(class_names))
+
+
+def labelled_samples(source: dict, class_names: list[str]) -> list[tuple[str, int]]:
+    """(image path, class index) of every sample of `source` whose label is one of `class_names`
+    (ImageNet-Captions: its wnid; a CSV: its label column of class indices, names or wnids); [] for
+    sources without labels."""
+    if not source_type(source).file_backed:
+        return []
+    paths, _, labels = file_rows(source, _space_of_names(class_names))
+    if labels is None:
+        return []
+    return [(path, int(label)) for path, label in zip(paths, labels) if label >= 0]

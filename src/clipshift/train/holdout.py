@@ -21,7 +21,10 @@ BEST = "best"  # folder in the checkpoint folder holding the best epoch's weight
 
 
 def split_holdout(data, fraction: float, seed: int):
-    """(training rows, held-out rows) of `data` (a TrainData with labels)."""
+    """(training rows, held-out rows) of `data` (a TrainData with labels; data that split themselves,
+    like a mixture with streams, :meth:`~clipshift.data.mixture.MixedData.split_holdout`, do so)."""
+    if hasattr(data, "split_holdout"):
+        return data.split_holdout(fraction, seed * 7919 + 1)
     if data.labels is None:
         raise ValueError("holdout: early stopping measures accuracy on held-out labelled rows; the objective "
                          "trains without labels (use holdout with supervised or finetune)")

@@ -202,9 +202,9 @@ def train(model, data: TrainData, config: TrainConfig, *, log_path=None, progres
     rows is held out and the model kept is the best epoch's on them (:mod:`.holdout`)."""
     held = None
     if config.validate().holdout:
-        if getattr(data, "streaming", False) or world_size()[1] > 1:
-            raise ValueError("holdout (early stopping) needs in-memory data in one process, not streamed "
-                             "shards or torchrun")
+        if (getattr(data, "streaming", False) and not hasattr(data, "split_holdout")) or world_size()[1] > 1:
+            raise ValueError("holdout (early stopping) needs in-memory data or a mixture with streams in one "
+                             "process, not torchrun")
         data, held = split_holdout(data, config.holdout, config.seed)
     run = _set_up(model, data, config, desc=desc, checkpoint_dir=checkpoint_dir, spec=spec, on_step=on_step)
     resumed_from = _resume(run) if resume and checkpoint_dir is not None else None

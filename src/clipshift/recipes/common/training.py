@@ -13,7 +13,7 @@ A configuration (YAML; every key optional)::
                                          # for imagenet or a wnid file, the WordNet lemmas of each class)
     image_size: 32
     samples: null                        # images per epoch drawn from the mixture (default: all of them;
-                                         # required for webdataset sources, which are streamed)
+                                         # required with a webdataset source without size)
     in_memory: auto                      # auto | true | false: decode file-backed images once into memory,
                                          # or per batch (auto: in memory up to 20000 images)
     decode_threads: 4                    # threads decoding image files (per process)
@@ -25,7 +25,8 @@ A configuration (YAML; every key optional)::
          size: 10000, subset_seed: 0}
       - {type: imagenet_captions, json: imagenet_captions.json, root: /data/imagenet/train,
          fields: [title, description, tags]}
-      - {type: webdataset, urls: "shards/{00000..00127}.tar", weight: 1, buffer: 1000}   # streamed
+      - {type: webdataset, urls: "shards/{00000..00127}.tar", weight: 1, buffer: 1000,   # streamed
+         size: 100000, subset_seed: 0, exclude_captions: null}   # a take: its first samples
     train: {epochs: 10, batch_size: 256, lr: 0.002, checkpoint_every: 200, ...}   # TrainConfig
 
 Sources: ``csv`` (a table of ``filepath`` and caption, optionally a label column of class indices,
@@ -40,6 +41,9 @@ Subsets of a source (``csv``, ``imagenet_captions``, ``world``):
   subset of a larger one (nested training sets). Without ``size`` every sample is kept. Before that,
   ``exclude_files`` (a text file of image paths) and ``exclude_captions`` (a regex) drop rows (a domain).
 - ``world``: ``pool`` images are generated (default: ``size``), ``size`` of them kept as above.
+- ``webdataset``: ``size`` keeps the first N samples in shard order, the shards shuffled by
+  ``subset_seed`` (nested too), after ``exclude_captions`` and the class filter (by text matching);
+  with a stream among the sources, :class:`~clipshift.data.mixture.MixedData` interleaves them.
 - Class filter: with ``classes`` a wnid file, a source keeps the samples of those classes only:
   by their label where the source has one (ImageNet-Captions' wnid, a csv label column of wnids),
   else by text matching (a caption naming exactly one of the classes). A ``world`` source with
@@ -66,8 +70,8 @@ import yaml
 
 from ...data import TextMatcher
 from ...data.lazy import DECODE_THREADS, LazyImages, take_images
-from ...data.sources import (SOURCE_TYPES, ClassSpace, class_space, file_rows, read_imagenet_captions, source_type,
-                             subset_indices)
+from ...data.sources import (ClassSpace, class_space, file_rows, labelled_samples, read_imagenet_captions,
+                             source_type, subset_indices)
 from ...io import atomic_write_text
 from ...models.factory import ModelSpec, build_model, get_tokenizer, save_checkpoint
 from ...train.loop import TrainConfig, TrainData, train
@@ -86,7 +90,7 @@ def _is_count(value) -> bool:
 def _check_subset_keys(i: int, source: dict) -> None:
     """ValueError naming the source when ``size``, ``pool`` or ``subset_seed`` are malformed."""
     where = f"sources[{i}] ({source['type']})"
-    for key in ("size", "pool", "limit"):
+    for key in ("size", "pool", "limit", "buffer"):
         if key in source and not _is_count(source[key]):
             raise ValueError(f"{where}: {key} must be a positive integer, got {source[key]!r}")
     seed = source.get("subset_seed", 0)
@@ -137,13 +141,6 @@ class TrainRunConfig:
             if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
                 raise ValueError(f"sources[{i}]: weight must be a positive number, got {weight!r}")
             _check_subset_keys(i, source)
-        streamed = [source_type(s).streams for s in self.sources]
-        if any(streamed) and not all(streamed):
-            held = sorted(name for name, kind in SOURCE_TYPES.items() if not kind.streams)
-            raise ValueError(f"sources: webdataset sources are streamed and cannot be mixed with in-memory ones "
-                             f"({', '.join(held)}); write those as shards too")
-        if any(streamed) and not self.samples:
-            raise ValueError("samples: a stream has no length; state the samples per epoch for webdataset sources")
         if self.objective == "finetune" and not self.init_from:
             raise ValueError("objective 'finetune' needs init_from: the checkpoint folder of a simclr (or other) run")
         replace(self.train, objective=self.objective).validate()
@@ -280,9 +277,9 @@ def build_training_data(config: TrainRunConfig, tokenizer, progress: bool = True
     needs, and a summary (images per source, counts per source, text-match rate and precision).
     `read`: the rows :func:`check_sources` returned (not read again)."""
     space = class_space(config.classes)
-    if source_type(config.sources[0]).streams:
-        return _streaming_data(config, tokenizer, space.names)
     read = read or [None] * len(config.sources)
+    if any(source_type(s).streams for s in config.sources):
+        return _mixed_data(config, tokenizer, space, read, progress)
     loaded, per_source = [], []
     for i, source in enumerate(config.sources):
         rows, counts = _load_source(i, source, config, space, read[i], progress)
@@ -324,18 +321,50 @@ def build_training_data(config: TrainRunConfig, tokenizer, progress: bool = True
     return TrainData(images, labels=labels, tokens=tokens), summary
 
 
-def _streaming_data(config: TrainRunConfig, tokenizer, class_names: list[str]):
-    from ...data.shards import ShardStream, StreamingData
+def _stream_part(source: dict, config: TrainRunConfig, space: ClassSpace):
+    """A webdataset source as a part of a mixture: its take (``size``) located, or the whole stream."""
+    from ...data.streamed import StreamRules, open_stream
 
-    stream = ShardStream([s["urls"] for s in config.sources], [float(s.get("weight", 1.0)) for s in config.sources],
-                         seed=config.seed, buffer=int(config.sources[0].get("buffer", 1000)))
-    needs_labels = "labels" in needs(config.objective)
-    data = StreamingData(stream, int(config.samples), config.train.batch_size, config.image_size,
-                         tokenizer=tokenizer if "tokens" in needs(config.objective) else None,
-                         need_labels=needs_labels,
-                         labeller=_matcher(config, class_names).match_many
-                         if needs_labels and config.labels == "text_match" else None)
-    return data, {"images": len(data), "streamed": True}
+    labels = config.labels if "labels" in needs(config.objective) else None
+    match = _matcher(config, space.names).match_many if space.subset or labels == "text_match" else None
+    return open_stream(source, StreamRules(subset=space.subset, labels=labels, match=match), config.image_size)
+
+
+def _mixed_data(config: TrainRunConfig, tokenizer, space: ClassSpace, read: list, progress: bool):
+    """Sources with a stream among them, interleaved by weight (:class:`~clipshift.data.mixture.MixedData`);
+    a source's rows without the label the objective needs are left out of it."""
+    from ...data.mixture import MixedData, RowPart
+
+    needs_labels, parts, per_source = "labels" in needs(config.objective), [], []
+    for i, source in enumerate(config.sources):
+        if source_type(source).streams:
+            parts.append(read[i] or _stream_part(source, config, space))
+            per_source.append({"type": source["type"], **parts[-1].summary})
+            continue
+        rows, counts = _load_source(i, source, config, space, read[i], progress)
+        labels = None
+        if needs_labels:
+            labels = rows.labels if config.labels == "source" else _text_labels(config, space, rows.captions)
+            if labels is None:
+                raise ValueError(f"labels: 'source' but sources[{i}] ({source['type']}) has no labels")
+            rows, labels = rows.select(np.flatnonzero(labels >= 0)), labels[labels >= 0]
+            counts["labelled"] = len(labels)
+        parts.append(RowPart(rows.images, rows.captions, labels))
+        per_source.append(counts)
+    rows = sum(part.length for part in parts if isinstance(part, RowPart))
+    in_memory = config.in_memory is True or (config.in_memory == "auto" and rows <= IN_MEMORY_MAX_IMAGES)
+    for part in parts:
+        if isinstance(part, RowPart) and in_memory:
+            part.images = _in_memory(part.images, True, progress)[0]
+    if not config.samples and any(part.length is None for part in parts):
+        raise ValueError("samples: a stream read whole has no length; state the samples per epoch (or a size)")
+    samples = int(config.samples or sum(part.length for part in parts))
+    data = MixedData(parts, [float(s.get("weight", 1.0)) for s in config.sources], samples,
+                     config.train.batch_size, seed=config.seed, need_labels=needs_labels,
+                     tokenizer=tokenizer if "tokens" in needs(config.objective) else None)
+    return data, {"images_per_source": [int(c) for c in data.counts], "images": len(data), "streamed": True,
+                  "interleave": "seeded, by weight, the same counts every epoch", "sources": per_source,
+                  "in_memory": in_memory}
 
 
 # --- checks before training ------------------------------------------------------------------------------------
@@ -345,8 +374,9 @@ def check_sources(config: TrainRunConfig) -> list:
     classes and synonyms files, ``init_from``, each table (columns, image files, labels), each
     ImageNet-Captions JSON (keys, wnids, images under its root), each shard pattern (files exist,
     the first sample has an image and a caption), the first image of each file-backed source
-    decodes, and ``size`` fits the samples left after the class filter. Returns the rows read
-    (None for world and webdataset sources), for :func:`build_training_data`'s `read`."""
+    decodes, and ``size`` fits the samples left after the class filter (a stream's take is found).
+    Returns the rows read (a stream's take; None for world sources and whole streams), for
+    :func:`build_training_data`'s `read`."""
     from ...data import decode_rgb
 
     space = class_space(config.classes)
@@ -364,6 +394,9 @@ def check_sources(config: TrainRunConfig) -> list:
             if kind.check is not None:
                 kind.check(source, need_caption="tokens" in needs(config.objective) or config.labels == "text_match",
                            need_label=needs_labels)
+            if kind.streams and source.get("size"):
+                read.append(_stream_part(source, config, space))  # the take, located once
+                continue
             if not kind.file_backed:
                 read.append(None)
                 continue
@@ -420,35 +453,6 @@ def run_training(config: TrainRunConfig, *, resume: bool = False, progress: bool
     if rank == 0:
         save_checkpoint(model, spec, final)
     return final
-
-
-def _space_of_names(class_names: list[str]) -> ClassSpace:
-    """The class space of a list of class names: ImageNet's (all 1000, or the classes of a subset
-    whose open_clip names each name one wnid) or plain names."""
-    from ...data.imagenet import imagenet_wnids
-    from ...data.imagenet_classes import imagenet_class_names
-
-    names = imagenet_class_names()
-    if list(class_names) == names:
-        return class_space("imagenet")
-    wnid_of: dict[str, list[str]] = {}
-    for wnid, name in zip(imagenet_wnids(), names):
-        wnid_of.setdefault(name, []).append(wnid)
-    if all(len(wnid_of.get(name, ())) == 1 for name in class_names):
-        return ClassSpace("names", list(class_names), [wnid_of[name][0] for name in class_names])
-    return ClassSpace("names", list(class_names))
-
-
-def labelled_samples(source: dict, class_names: list[str]) -> list[tuple[str, int]]:
-    """(image path, class index) of every sample of `source` whose label is one of `class_names`
-    (ImageNet-Captions: its wnid; a CSV: its label column of class indices, names or wnids); [] for
-    sources without labels."""
-    if not source_type(source).file_backed:
-        return []
-    paths, _, labels = file_rows(source, _space_of_names(class_names))
-    if labels is None:
-        return []
-    return [(path, int(label)) for path, label in zip(paths, labels) if label >= 0]
 
 
 def text_match_summary(config: TrainRunConfig) -> dict:

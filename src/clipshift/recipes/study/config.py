@@ -71,7 +71,7 @@ class StudyConfig:
     # Data. None of these: the embedded world, generated into the run folder. `data_root`: a folder laid
     # out like the exported world (train_narrow.csv, train_diverse.csv, one ImageFolder tree per
     # evaluation set). `data`: per training distribution (narrow, diverse), a list of sources as
-    # `clipshift train` takes them (imagenet_captions, csv, webdataset, world).
+    # `clipshift train` takes them (imagenet_captions, csv, webdataset, world; files and shards mix).
     data_root: str | None = None
     data: dict | None = None
     classes: str | None = None  # world | imagenet | a file of class names or of ImageNet wnids
@@ -213,9 +213,11 @@ class StudyConfig:
             if self.data is not None and set(domain) & WORLD_DOMAIN_KEYS:
                 raise ValueError(f"exposure.{shift}: styles/factors are attributes of the world's images; real "
                                  f"sources need {how}")
-        if self.data is not None and any(source_type(s).streams for s in self.data["diverse"]):
-            raise ValueError("exposure removes rows of the diverse sources, which streamed webdataset shards cannot "
-                             "do here: give csv or imagenet_captions sources, or drop 'exposure' from hypotheses")
+        listed = [shift for shift, domain in domains.items() if "exclude_files" in domain]
+        if listed and self.data is not None and any(source_type(s).streams for s in self.data["diverse"]):
+            raise ValueError(f"exposure.{listed[0]}: exclude_files lists image files, and the samples of the diverse "
+                             f"webdataset shards are not files; name the domain with exclude_captions (a regex "
+                             f"over the captions), or drop 'exposure' from hypotheses")
 
 
     def _check_eval_sets(self) -> None:

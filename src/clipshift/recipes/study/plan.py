@@ -117,10 +117,11 @@ def model_seed(entry: dict) -> int:
 def _sources(entry: dict, distributions: dict[str, list[dict]],
              domains: dict | None = None) -> tuple[list[dict], int | None]:
     """The training sources of `entry`: round(f·n) images of `diverse` and the rest of `narrow`, each
-    the first images of a permutation seeded by (seed, distribution), so a smaller size is a subset of
-    a larger one. Streamed sources (webdataset) get weights and a sample count instead. An entry
-    `without` a shift's domain gets that domain's row filter (``domains[shift]``: exclude_files or
-    exclude_captions) on every source, before the subset is drawn."""
+    source's subset seeded by (seed, distribution), so a smaller size is a subset of a larger one (a
+    file-backed source: the first images of a seeded permutation; a stream: its first samples in a
+    seeded shard order). With a stream among them the run states ``samples`` = n, which the
+    sources share by weight = size. An entry `without` a shift's domain gets that domain's filter
+    (``domains[shift]``: exclude_files or exclude_captions) on every source, before the subset."""
     without = entry.get("without")
     if without and (domains is None or without not in domains):
         raise ValueError(f"{entry['name']}: no domain is named for the shift {without!r} (exposure)")
@@ -139,10 +140,7 @@ def _sources(entry: dict, distributions: dict[str, list[dict]],
         for j, (source, share) in enumerate(zip(sources, shares)):
             if share <= 0:
                 continue
-            if source_type(source).streams:
-                out.append({**source, "weight": share})
-                streamed = True
-                continue
+            streamed = streamed or source_type(source).streams
             seed = [entry["seed"], STREAMS[distribution]] + ([j] if j else [])
             out.append({**source, **drop, "size": share, "subset_seed": seed, "weight": share})
     return out, n if streamed else None
