@@ -9,6 +9,7 @@
     clipshift eval --model M [--pretrained P] [--datasets a,b] --data-root DIR | --world DIR [--per-class] --out DIR
     clipshift probe --run runs/quickstart | --model M --pretrained P ... --data-root DIR --out DIR
     clipshift er --results TABLE [--baseline TABLE] [--id-dataset imagenet[,B]] [--shifts ...] --out DIR
+    clipshift aline --predictions FILE.npz | --run RUN_DIR [--id-dataset ID] [--baseline REGEX] --out DIR
 """
 
 from __future__ import annotations
@@ -376,8 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--out", type=Path, help="HTML file to write (default RUN_DIR/report.html)")
     rep.set_defaults(func=cmd_report)
     from .cli_probe import add_parser as add_probe_parser
+    from .cli_aline import add_parser as add_aline_parser
 
     add_probe_parser(sub)
+    add_aline_parser(sub)
     return parser
 
 
