@@ -1,8 +1,16 @@
-"""Training images decoded per batch (LazyImages, in_memory) and source-level subsets."""
+"""Training images decoded per batch (LazyImages, in_memory), batches decoded ahead (prefetch), the
+decode rate of a source, and source-level subsets."""
 
 from __future__ import annotations
 
+import collections
+import os
 import pickle
+import socket
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +24,13 @@ import miniature_real as mini
 from clipshift.cli import main
 from clipshift.data import ImageDecodeError, LazyImages, load_images
 from clipshift.data import lazy as lazy_module
+from clipshift.data.lazy import THREAD_PREFIX, decode_threads, measure_decode_rate
 from clipshift.data.sources import subset_indices
+from clipshift.models.factory import ModelSpec, build_model
 from clipshift.recipes.common import training as train_recipe
 from clipshift.recipes.common.training import build_training_data, load_train_config
-from clipshift.train.loop import TrainData
+from clipshift.train import objectives
+from clipshift.train.loop import TrainConfig, TrainData, train
 
 
 @pytest.fixture(scope="module")
@@ -102,18 +113,52 @@ def _run(tmp_path: Path, name: str, **values) -> tuple[dict, dict]:
     return load_file(str(tmp_path / name / "model" / "model.safetensors")), summary
 
 
-@pytest.mark.parametrize("objective", ["supervised", "contrastive"])
-def test_in_memory_and_lazy_training_give_bit_identical_weights(real, tmp_path, objective):
+@pytest.mark.parametrize("objective,grad_accum", [("supervised", 2), ("contrastive", 1)])
+def test_in_memory_and_lazy_training_give_bit_identical_weights(real, tmp_path, objective, grad_accum):
+    """In memory, lazy with batches decoded ahead (prefetch, the default) and lazy decoded when taken
+    (prefetch: 0): the same weights, bit for bit (supervised: a short last batch, in micro-batches)."""
     sources = [{"type": "csv", "path": str(real["csv"]["path"]), "weight": 3},
                {"type": "world", "distribution": "diverse", "size": 20},
                {"type": "imagenet_captions", "json": str(real["captions"]["json"]),
                 "root": str(real["captions"]["root"])}]
-    settings = {"objective": objective, "classes": "imagenet", "samples": 60, "sources": sources, "decode_threads": 2}
+    settings = {"objective": objective, "classes": "imagenet", "samples": 60, "sources": sources, "decode_threads": 2,
+                "train": {"epochs": 1, "batch_size": 8, "grad_accum": grad_accum}}
     memory, in_summary = _run(tmp_path, "memory", in_memory=True, **settings)
     lazy, lazy_summary = _run(tmp_path, "lazy", in_memory=False, **settings)
+    taken, _ = _run(tmp_path, "taken", in_memory=False, prefetch=0, **settings)
     assert in_summary["in_memory"] is True and lazy_summary["in_memory"] is False
     assert in_summary["images_per_source"] == [36, 12, 12]
-    assert memory.keys() == lazy.keys() and all(torch.equal(memory[k], lazy[k]) for k in memory)
+    for other in (lazy, taken):
+        assert memory.keys() == other.keys() and all(torch.equal(memory[k], other[k]) for k in memory)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# slow (two torchrun launches): the fast tests above cover prefetching in one process; this adds the rank split
+@pytest.mark.slow
+def test_torchrun_shards_prefetched_batches_as_in_memory_ones(real, tmp_path):
+    """Two torchrun processes, each decoding its own rows of every batch ahead, end with the weights of
+    two processes training on the same images in memory, bit for bit."""
+    settings = {"objective": "contrastive", "classes": "imagenet", "decode_threads": 1,
+                "sources": [{"type": "csv", "path": str(real["csv"]["path"])}],
+                "train": {"epochs": 2, "batch_size": 8, "grad_accum": 2}}
+    weights = {}
+    for name, in_memory in (("memory", True), ("lazy", False)):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({"out": str(tmp_path / name), "architecture": "clipshift-tiny-bow",
+                                          "in_memory": in_memory, **settings}))
+        run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                              "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
+                              "-m", "clipshift.cli", "train", str(config), "--quiet"],
+                             capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+        assert run.returncode == 0, run.stderr[-3000:]
+        weights[name] = load_file(str(tmp_path / name / "model" / "model.safetensors"))
+    assert yaml.safe_load((tmp_path / "lazy" / "config.yaml").read_text())["data"]["in_memory"] is False
+    assert all(torch.equal(weights["memory"][k], weights["lazy"][k]) for k in weights["memory"])
 
 
 def test_in_memory_auto_decodes_up_to_the_threshold(real, monkeypatch):
@@ -126,6 +171,156 @@ def test_in_memory_auto_decodes_up_to_the_threshold(real, monkeypatch):
     assert summary["in_memory"] is False and isinstance(data.images, LazyImages) and len(data) == 32
     with pytest.raises(ValueError, match=r"in_memory: expected auto, true or false, got 'sometimes'"):
         load_train_config(overrides={**values, "in_memory": "sometimes"})
+
+
+# ---- batches decoded ahead ----------------------------------------------------------------------
+
+def _decode_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(THREAD_PREFIX)]
+
+
+def test_prefetched_batches_are_the_ones_taken_in_order_and_bounded(files, monkeypatch):
+    memory = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
+    mixed = LazyImages.concat([LazyImages(files, 16, num_workers=0), memory])  # rows 10..13 held in memory
+    indices = [torch.tensor([3, 11, 3, 0]), np.array([13, 12]), [9, 8, 7, 6, 5, 4, 2, 1, 10], torch.tensor([5])]
+    expected = [mixed[i] for i in indices]  # the synchronous path, in the calling thread
+    decoded = []
+    real_decode = lazy_module.decode_rgb
+    monkeypatch.setattr(lazy_module, "decode_rgb", lambda path, size: decoded.append(path) or real_decode(path, size))
+    with mixed.prefetched(iter(indices), prefetch=1) as batches:
+        time.sleep(0.2)
+        assert len(decoded) <= 3  # one batch ahead: the first one's three files at most
+        got = [batches.next(i) for i in indices[:2]]
+        time.sleep(0.2)
+        assert len(decoded) <= 3 + 0 + 9  # the second batch has no file; the third is the one ahead
+        with pytest.raises(RuntimeError, match="taken out of order"):
+            batches.next(indices[3])
+    assert not _decode_threads()
+    with mixed.prefetched(iter(indices), prefetch=2) as batches:
+        got = [batches.next(i) for i in indices]
+        with pytest.raises(RuntimeError, match="exhausted"):
+            batches.next()
+    assert all(g.dtype == torch.uint8 and torch.equal(g, e) for g, e in zip(got, expected, strict=True))
+    assert not _decode_threads()
+
+
+class _Recording(objectives.Supervised):
+    """The supervised objective, keeping every micro-batch it is given."""
+
+    batches: list = []
+
+    def loss(self, model, batch, generator=None):
+        _Recording.batches.append({k: v.clone() for k, v in batch.items()})
+        return super().loss(model, batch)
+
+
+def _train_tiny(images, config: TrainConfig, **kwargs) -> dict:
+    spec = ModelSpec("classifier", "clipshift-tiny", ["a", "b"])
+    model = build_model(spec, seed=0)
+    train(model, TrainData(images, labels=torch.arange(len(images)) % 2), config, progress=False, spec=spec, **kwargs)
+    return model.state_dict()
+
+
+def test_the_loop_takes_the_same_batches_with_and_without_prefetch(files, monkeypatch):
+    """The micro-batches the objective sees (images after augmentation, labels) and the final weights:
+    in memory = lazy decoded when taken = lazy decoded 2 batches ahead (grad_accum 2, a short last batch)."""
+    monkeypatch.setitem(objectives.OBJECTIVES, "supervised", _Recording)
+    threads = []
+    real_decode = lazy_module.decode_rgb
+    monkeypatch.setattr(lazy_module, "decode_rgb",
+                        lambda path, size: threads.append(threading.current_thread().name) or real_decode(path, size))
+    rows = np.arange(30) % 10
+    config = TrainConfig("supervised", epochs=2, batch_size=8, grad_accum=2, checkpoint_every=0)
+    runs = {}
+    for name, images in [("memory", load_images(files, size=32, progress=False)[torch.from_numpy(rows)]),
+                         ("taken", LazyImages(files, 32, num_workers=2, prefetch=0).take(rows)),
+                         ("ahead", LazyImages(files, 32, num_workers=2, prefetch=2).take(rows))]:
+        _Recording.batches, threads[:] = [], []
+        runs[name] = (_train_tiny(images, config), _Recording.batches)
+        assert all(t.startswith(THREAD_PREFIX) == (name == "ahead") for t in threads)  # "taken": LazyImages' pool
+    weights, batches = runs["memory"]
+    assert len(batches) == 2 * 4 * 2 and len(batches[7]["labels"]) == 3  # 4 steps an epoch, the last of 6 rows
+    for other_weights, other_batches in (runs["taken"], runs["ahead"]):
+        assert len(other_batches) == len(batches)
+        assert all(torch.equal(a[k], b[k]) for a, b in zip(batches, other_batches) for k in a)
+        assert all(torch.equal(weights[k], other_weights[k]) for k in weights)
+
+
+def test_prefetched_training_resumes_mid_epoch_exactly(files, tmp_path):
+    images = LazyImages(files, 32, num_workers=2, prefetch=2).take(np.arange(40) % 10)  # 5 steps an epoch
+    config = TrainConfig("supervised", epochs=2, batch_size=8, checkpoint_every=7)
+    folder = tmp_path / "ckpt"
+    whole = _train_tiny(images, config, checkpoint_dir=folder)
+    (folder / "step-0000010").rename(tmp_path / "gone")  # as if killed after step 7, in the second epoch
+    (folder / "latest").write_text("step-0000007\n")
+    steps = []
+    resumed = _train_tiny(images, config, checkpoint_dir=folder, resume=True, on_step=lambda s, m: steps.append(s))
+    assert steps == [8, 9, 10] and all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_a_failure_in_a_decode_thread_names_the_file_and_leaves_no_thread(files, tmp_path, monkeypatch):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    images = LazyImages([*files, str(broken)], 32, num_workers=2, prefetch=2).take(np.arange(44) % 11)
+    config = TrainConfig("supervised", epochs=1, batch_size=8)
+    with pytest.raises(ImageDecodeError, match=r"cannot decode image .*broken\.jpg"):
+        _train_tiny(images, config)
+    assert not _decode_threads()
+    real_decode = lazy_module.decode_rgb
+
+    def failing(path, size):
+        if path == files[3]:
+            raise RuntimeError("the disk went away")
+        return real_decode(path, size)
+
+    monkeypatch.setattr(lazy_module, "decode_rgb", failing)
+    with pytest.raises(ImageDecodeError, match=r"cannot decode image .*3\.jpg: RuntimeError: the disk went away"):
+        _train_tiny(LazyImages(files, 32, num_workers=2, prefetch=2).take(np.arange(40) % 10), config)
+    assert not _decode_threads()
+
+
+def test_an_interrupt_leaves_no_decode_thread(files):
+    images = LazyImages(files, 32, num_workers=2, prefetch=3).take(np.arange(80) % 10)
+
+    def interrupt(step, model):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _train_tiny(images, TrainConfig("supervised", epochs=1, batch_size=8), on_step=interrupt)
+    assert not _decode_threads()
+
+
+def test_prefetch_and_decode_threads_settings(monkeypatch):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    cores = decode_threads("auto")
+    assert cores >= 1 and decode_threads(3) == 3 and decode_threads(0) == 0
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(cores * 4))  # more processes than cores: one thread each
+    assert decode_threads("auto") == 1
+    assert load_train_config(overrides={"decode_threads": "auto", "prefetch": 0}).prefetch == 0
+    with pytest.raises(ValueError, match=r"prefetch: expected an integer >= 0 \(batches decoded ahead\), got -1"):
+        load_train_config(overrides={"prefetch": -1})
+    with pytest.raises(ValueError, match=r"decode_threads: expected an integer >= 0 or auto, got 'many'"):
+        load_train_config(overrides={"decode_threads": "many"})
+    with pytest.raises(ValueError, match=r"expected an integer >= 0 or 'auto', got -2"):
+        LazyImages(["a.jpg"], 8, num_workers=-2)
+
+
+def test_measure_decode_rate_decodes_the_first_images(files, monkeypatch):
+    decoded = collections.Counter()
+    real_decode = lazy_module.decode_rgb
+    monkeypatch.setattr(lazy_module, "decode_rgb", lambda path, size: decoded.update([path]) or real_decode(path, size))
+    rate = measure_decode_rate(files, 16, max_images=6, workers=2)
+    assert rate.images == 6 and rate.workers == 2 and rate.per_worker > 0 and rate.total > 0
+    assert decoded == collections.Counter({path: 2 for path in files[:6]})  # all threads, then one alone
+    decoded.clear()
+    rate = measure_decode_rate(files, 16, max_images=100, workers=1)
+    assert (rate.images, rate.workers) == (10, 1) and rate.per_worker == rate.total > 0
+    assert decoded == collections.Counter(files)
+    with pytest.raises(ValueError, match="at least one image file"):
+        measure_decode_rate([], 16)
+    with pytest.raises(ValueError, match="max_images must be a positive integer"):
+        measure_decode_rate(files, 16, max_images=0)
 
 
 # ---- source-level subsets ------------------------------------------------------------------------

@@ -9,20 +9,49 @@ the very pixels an in-memory copy would. Only an index map is held: :meth:`LazyI
 (subsets, mixture picks, label filters) and :meth:`LazyImages.concat` (sources side by side, in
 memory tensors included) never decode; :meth:`LazyImages.materialize` decodes every distinct
 file once into one tensor.
+
+Training takes batches ahead: :meth:`LazyImages.prefetched` decodes the next ``prefetch`` batches
+of a known sequence on ``num_workers`` threads (``"auto"``: this process's cores, shared among the
+``torchrun`` processes of the node) while the caller trains on the current one, each batch the same
+tensor ``images[index]`` gives. :func:`measure_decode_rate` measures how fast a source decodes.
 """
 
 from __future__ import annotations
 
+import collections
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
 from ..progress import progress_bar
-from ._images import check_size, decode_many, decode_rgb, stack_into
+from ._images import ImageDecodeError, check_size, decode_many, decode_rgb, stack_into
 
-DECODE_THREADS = 4  # PIL decodes with the GIL released: threads overlap the file reads and decodes
+DECODE_THREADS = "auto"  # PIL decodes with the GIL released: threads overlap the file reads and decodes
+PREFETCH = 2  # batches decoded ahead of the one training takes (0: decoded when taken)
+THREAD_PREFIX = "clipshift-decode"  # the name of every thread decoding batches ahead
+
+
+def decode_threads(setting: int | str = DECODE_THREADS) -> int:
+    """Threads decoding files in this process: `setting` (an int >= 0), or for ``"auto"`` the cores this
+    process may run on divided among the processes ``torchrun`` started on this node (at least 1)."""
+    if setting == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
+        raise ValueError(f"decode threads: expected an integer >= 0 or 'auto', got {setting!r}")
+    return setting
+
+
+def check_prefetch(prefetch: int) -> int:
+    """`prefetch` (batches decoded ahead), or ValueError unless it is an int >= 0."""
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+        raise ValueError(f"prefetch: expected an integer >= 0 (batches decoded ahead), got {prefetch!r}")
+    return prefetch
 
 
 def take_images(images, index):
@@ -56,13 +85,12 @@ class LazyImages:
 
     dtype = torch.uint8
 
-    def __init__(self, paths: Sequence[str], size: int, *, num_workers: int = DECODE_THREADS):
+    def __init__(self, paths: Sequence[str], size: int, *, num_workers: int | str = DECODE_THREADS,
+                 prefetch: int = PREFETCH):
         check_size(size)
         if size is None:
             raise ValueError("LazyImages needs size= (every image is resized to size x size)")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
-        self.size, self.num_workers = size, num_workers
+        self.size, self.num_workers, self.prefetch = size, decode_threads(num_workers), check_prefetch(prefetch)
         self._banks: list = [np.asarray([str(p) for p in paths], dtype=object)]
         self._bank = np.zeros(len(self._banks[0]), dtype=np.int32)
         self._row = np.arange(len(self._banks[0]), dtype=np.int64)
@@ -70,7 +98,7 @@ class LazyImages:
 
     def _view(self, bank: np.ndarray, row: np.ndarray, banks: list | None = None) -> "LazyImages":
         view = LazyImages.__new__(LazyImages)
-        view.size, view.num_workers, view._pool = self.size, self.num_workers, None
+        view.size, view.num_workers, view.prefetch, view._pool = self.size, self.num_workers, self.prefetch, None
         view._banks, view._bank, view._row = self._banks if banks is None else banks, bank, row
         return view
 
@@ -133,20 +161,33 @@ class LazyImages:
             self._pool = ThreadPoolExecutor(self.num_workers)
         return list(self._pool.map(lambda p: decode_rgb(p, self.size), paths))
 
-    def __getitem__(self, key) -> torch.Tensor:
-        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-            return self[[int(key)]][0]
-        index = _as_index(key, len(self))
+    def _gather(self, index: np.ndarray) -> tuple[torch.Tensor, list[tuple[np.ndarray, list[str]]]]:
+        """The batch tensor of `index` with the rows held in memory copied in, and the (positions, files)
+        still to decode into it, one pair per bank of files."""
         out = torch.empty((len(index), 3, self.size, self.size), dtype=torch.uint8)
-        banks, rows = self._bank[index], self._row[index]
+        banks, rows, files = self._bank[index], self._row[index], []
         for b in np.unique(banks):
             where = np.flatnonzero(banks == b)
             bank = self._banks[b]
             if torch.is_tensor(bank):
                 out[torch.from_numpy(where)] = bank[torch.from_numpy(rows[where])]
             else:
-                out[torch.from_numpy(where)] = torch.stack(self._decode(list(bank[rows[where]])))
+                files.append((where, list(bank[rows[where]])))
+        return out, files
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            return self[[int(key)]][0]
+        out, files = self._gather(_as_index(key, len(self)))
+        for where, paths in files:
+            out[torch.from_numpy(where)] = torch.stack(self._decode(paths))
         return out
+
+    def prefetched(self, indices: Iterable, prefetch: int | None = None) -> "Prefetcher":
+        """The batches ``self[index]`` for `indices` in order, decoded `prefetch` (default: ``self.prefetch``)
+        batches ahead on ``max(1, num_workers)`` threads: a :class:`Prefetcher`, to use in a ``with``."""
+        return Prefetcher(self, indices, self.prefetch if prefetch is None else check_prefetch(prefetch),
+                          max(1, self.num_workers))
 
     def materialize(self, progress: bool = False) -> torch.Tensor:
         """All images decoded into one uint8 (N, 3, size, size) tensor (each distinct file once)."""
@@ -164,3 +205,139 @@ class LazyImages:
                 images, _ = stack_into(decode_many(paths, self.size, self.num_workers, skip_errors=False), paths, bar)
             out[torch.from_numpy(where)] = images[torch.from_numpy(inverse.reshape(-1))]
         return out
+
+
+# --- batches decoded ahead -----------------------------------------------------------------------------------------
+
+def _decode_into(out: torch.Tensor, where: np.ndarray, paths: Sequence[str], size: int) -> None:
+    """Decode `paths` into the rows `where` of `out` (one task of a batch); any failure names the file.
+    The copies are numpy's: a torch copy would start its own intra-op threads from every decoding thread."""
+    target = out.numpy()
+    for row, path in zip(where.tolist(), paths):
+        try:
+            target[row] = decode_rgb(path, size).numpy()
+        except ImageDecodeError:
+            raise
+        except Exception as error:  # what PIL does not report as a decode error still names the file
+            raise ImageDecodeError(f"cannot decode image {path}: {type(error).__name__}: {error}") from error
+
+
+class Prefetcher:
+    """The batches of a :class:`LazyImages` decoded ahead (made by :meth:`LazyImages.prefetched`).
+
+    ``next(index)`` returns the next batch of the sequence, ``images[index]`` bit for bit, and checks
+    that `index` is the one the sequence holds; while the caller uses it, the following `prefetch`
+    batches are decoded on the threads (a bounded queue: at most `prefetch` batches wait). A file that
+    cannot be decoded raises :class:`ImageDecodeError` naming it, in the caller, when its batch is
+    taken. ``close()``, and leaving a ``with`` block whatever the reason (an exception,
+    KeyboardInterrupt), drops the batches not yet decoded and joins the threads."""
+
+    CHUNK = 8  # images per task at most
+
+    def __init__(self, images: LazyImages, indices: Iterable, prefetch: int, workers: int):
+        self._images, self._indices, self._ahead, self._workers = images, iter(indices), prefetch, workers
+        self._queue: collections.deque = collections.deque()
+        self._pool = ThreadPoolExecutor(workers, thread_name_prefix=THREAD_PREFIX)
+        self._fill()
+
+    def _submit(self) -> bool:
+        index = next(self._indices, None)
+        if index is None:
+            return False
+        index = _as_index(index, len(self._images))
+        out, files = self._images._gather(index)
+        chunk = max(1, min(self.CHUNK, -(-len(index) // self._workers)))
+        futures = [self._pool.submit(_decode_into, out, where[i:i + chunk], paths[i:i + chunk], self._images.size)
+                   for where, paths in files for i in range(0, len(paths), chunk)]
+        self._queue.append((index, out, futures))
+        return True
+
+    def _fill(self) -> None:
+        while len(self._queue) < self._ahead and self._submit():
+            pass
+
+    def next(self, index=None) -> torch.Tensor:
+        """The next batch (uint8 (B, 3, size, size)); `index`, when given, must be the batch's index."""
+        if not self._queue and not self._submit():
+            raise RuntimeError("no batch left to take: the prefetched sequence is exhausted")
+        expected, out, futures = self._queue.popleft()
+        if index is not None and not np.array_equal(_as_index(index, len(self._images)), expected):
+            raise RuntimeError("batch taken out of order: the prefetched sequence holds another index")
+        self._fill()
+        for future in futures:
+            future.result()
+        return out
+
+    def close(self) -> None:
+        for _, _, futures in self._queue:
+            for future in futures:
+                future.cancel()
+        self._queue.clear()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> "Prefetcher":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# --- how fast a source decodes -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DecodeRate:
+    """images/s decoding (and resizing) a source's files as training does."""
+
+    images: int  # files decoded by all the workers together (the first ones of the source)
+    workers: int  # threads decoding together
+    per_worker: float  # images/s of one thread decoding alone
+    total: float  # images/s of `workers` threads together
+
+
+def _timed_decode(paths: Sequence[str], size: int, workers: int, seconds: float) -> tuple[int, float]:
+    """(files decoded, seconds taken) decoding `paths` in order on `workers` threads (0: this thread),
+    in waves, stopping after the wave that passes `seconds`."""
+    wave = max(1, workers) * 4
+    pool = ThreadPoolExecutor(workers, thread_name_prefix=THREAD_PREFIX) if workers else None
+    done, start = 0, time.perf_counter()
+    try:
+        while done < len(paths) and time.perf_counter() - start < seconds:
+            part = paths[done:done + wave]
+            if pool is None:
+                for path in part:
+                    decode_rgb(path, size)
+            else:
+                list(pool.map(lambda path: decode_rgb(path, size), part))
+            done += len(part)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return done, time.perf_counter() - start
+
+
+def measure_decode_rate(paths: Sequence[str], image_size: int, *, max_images: int = 256, seconds: float = 10.0,
+                        workers: int | str = DECODE_THREADS) -> DecodeRate:
+    """How fast this machine decodes the files `paths` for training at `image_size`: the first
+    `max_images` of them are decoded and resized to image_size x image_size (what a batch of
+    :class:`LazyImages` does) by `workers` threads together (``"auto"``: as training sizes them), reading
+    the files as training does, which gives ``total``; then the files so decoded again by one thread
+    alone (from the page cache now), which gives ``per_worker``. Each pass stops early once it has run
+    for half of `seconds`. A file that cannot be decoded raises :class:`ImageDecodeError` naming it.
+    Training from these files runs at most at the lower of the training step's rate and ``total``."""
+    check_size(image_size)
+    if image_size is None:
+        raise ValueError("measure_decode_rate needs an image_size")
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise ValueError(f"max_images must be a positive integer, got {max_images!r}")
+    if not seconds > 0:
+        raise ValueError(f"seconds must be positive, got {seconds!r}")
+    paths = [str(p) for p in list(paths)[:max_images]]
+    if not paths:
+        raise ValueError("measure_decode_rate needs at least one image file")
+    workers = max(1, decode_threads(workers))
+    done, took = _timed_decode(paths, image_size, workers, seconds / 2)
+    total = done / max(took, 1e-9)
+    if workers == 1:
+        return DecodeRate(done, 1, total, total)
+    alone, alone_took = _timed_decode(paths[:done], image_size, 0, seconds / 2)
+    return DecodeRate(done, workers, alone / max(alone_took, 1e-9), total)

@@ -2,7 +2,8 @@
 accumulation and clipping, ``torchrun`` data parallelism, atomic checkpoints with exact resume.
 
 Data arrive as tensors in memory (:class:`TrainData`): the embedded world and other small
-datasets fit in RAM, so there is no per-step decoding. The objective decides which fields
+datasets fit in RAM; larger file-backed ones are LazyImages, whose next batches are decoded on threads
+while a step runs (:func:`_prefetch`). The objective decides which fields
 it needs (captions for ``contrastive``, labels for ``supervised``, images only for ``simclr``).
 
 Determinism: one ``torch.Generator`` seeded with ``config.seed`` draws each epoch's order and
@@ -30,6 +31,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file
 
+from ..data.lazy import LazyImages
 from ..distributed import world as world_size
 from ..io import atomic_write_text
 from ..models.factory import ModelSpec, normalize_images, save_checkpoint
@@ -102,8 +104,8 @@ class TrainData:
     def __len__(self) -> int:
         return len(self.images)
 
-    def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {"images": self.images[index]}
+    def batch(self, index: torch.Tensor, images: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = {"images": self.images[index] if images is None else images}
         if self.labels is not None:
             out["labels"] = self.labels[index]
         if self.tokens is not None:
@@ -273,6 +275,7 @@ class _Run:
     start: float = 0.0
     images_seen: int = 0
     epoch_images: int = 0  # rows one epoch trains on (all of them, or full batches only)
+    prefetched: object = None  # this epoch's batches of LazyImages decoded ahead (a Prefetcher), or None
 
     @property
     def micro(self) -> int:
@@ -363,14 +366,27 @@ def _run_epoch(run: _Run, epoch: int) -> dict:
     elif run.order is None or run.step % run.steps_per_epoch == 0:
         run.order = torch.randperm(len(run.data), generator=run.generator)
     epoch_loss, seen = 0.0, 0
-    for in_epoch in range(run.step % run.steps_per_epoch, run.steps_per_epoch):
-        rows = run.order[in_epoch * batch_size : (in_epoch + 1) * batch_size]
-        value = _train_step(run, epoch, rows)
-        epoch_loss += value * len(rows)
-        seen += len(rows)
+    steps = range(run.step % run.steps_per_epoch, run.steps_per_epoch)
+    with _prefetch(run, steps) as run.prefetched:
+        for in_epoch in steps:
+            rows = run.order[in_epoch * batch_size : (in_epoch + 1) * batch_size]
+            value = _train_step(run, epoch, rows)
+            epoch_loss += value * len(rows)
+            seen += len(rows)
     return {"epoch": epoch + 1, "loss": epoch_loss / max(seen, 1), "lr": run.scheduler.get_last_lr()[0],
             "seconds": round(time.perf_counter() - run.start, 2), "step": run.step,
             "images_seen": (epoch + 1) * run.epoch_images}
+
+
+def _prefetch(run: _Run, steps: range):
+    """This process's rows of each step of `steps`, decoded ahead (LazyImages with ``prefetch`` > 0; else a
+    context giving None): the same pixels in the same order, and no random draw, so the generator's
+    sequence is an unprefetched run's."""
+    images, size = run.data.images, run.config.batch_size
+    if run.streaming or not isinstance(images, LazyImages) or not images.prefetch:
+        return nullcontext(None)
+    rows = (run.order[i * size : (i + 1) * size] for i in steps)
+    return images.prefetched(r[torch.arange(run.rank, len(r), run.world)] for r in rows)
 
 
 def _train_step(run: _Run, epoch: int, rows: torch.Tensor) -> float:
@@ -400,13 +416,15 @@ def _accumulate_gradients(run: _Run, rows: torch.Tensor, params) -> float:
     synchronised on the last one only); the batch loss, averaged over processes."""
     config, world = run.config, run.world
     local = torch.arange(run.rank, len(rows), world)
+    decoded = None if run.prefetched is None else run.prefetched.next(rows[local])  # images of rows[local]
     batch_loss = torch.zeros((), device=run.device)
     for m in range(config.grad_accum):
-        part = local[m * run.micro : (m + 1) * run.micro] if len(rows) == config.batch_size else \
-            local[m::config.grad_accum]
+        at = slice(m * run.micro, (m + 1) * run.micro) if len(rows) == config.batch_size else \
+            slice(m, None, config.grad_accum)
+        part = local[at]
         if len(part) == 0:
             continue
-        batch = run.data.batch(rows[part])
+        batch = run.data.batch(rows[part]) if decoded is None else run.data.batch(rows[part], images=decoded[at])
         images = batch["images"]
         if params is not None:
             images = apply_augment(images, params[0][part], params[1][part])

@@ -16,7 +16,8 @@ A configuration (YAML; every key optional)::
                                          # required with a webdataset source without size)
     in_memory: auto                      # auto | true | false: decode file-backed images once into memory,
                                          # or per batch (auto: in memory up to 20000 images)
-    decode_threads: 4                    # threads decoding image files (per process)
+    decode_threads: auto                 # threads decoding image files per process (auto: the cores / processes)
+    prefetch: 2                          # batches decoded ahead while a step trains (0: decoded when taken)
     seed: 0
     sources:                             # weighted mixture; weights are renormalised
       - {type: world, distribution: narrow, size: 4000, weight: 0.7}
@@ -69,7 +70,7 @@ import torch
 import yaml
 
 from ...data import TextMatcher
-from ...data.lazy import DECODE_THREADS, LazyImages, take_images
+from ...data.lazy import DECODE_THREADS, PREFETCH, LazyImages, check_prefetch, take_images
 from ...data.sources import (ClassSpace, class_space, file_rows, labelled_samples, read_imagenet_captions,
                              source_type, subset_indices)
 from ...io import atomic_write_text
@@ -113,7 +114,8 @@ class TrainRunConfig:
     image_size: int = 32
     samples: int | None = None
     in_memory: str | bool = "auto"
-    decode_threads: int = DECODE_THREADS
+    decode_threads: int | str = DECODE_THREADS
+    prefetch: int = PREFETCH
     seed: int = 0
     sources: list = field(default_factory=lambda: [{"type": "world", "distribution": "narrow", "size": 4000}])
     train: TrainConfig = field(default_factory=lambda: TrainConfig(objective="contrastive", epochs=10,
@@ -126,8 +128,10 @@ class TrainRunConfig:
             raise ValueError(f"labels: expected 'text_match' or 'source', got {self.labels!r}")
         if self.in_memory not in ("auto", True, False):
             raise ValueError(f"in_memory: expected auto, true or false, got {self.in_memory!r}")
-        if isinstance(self.decode_threads, bool) or not isinstance(self.decode_threads, int) or self.decode_threads < 0:
-            raise ValueError(f"decode_threads: expected an integer >= 0, got {self.decode_threads!r}")
+        if self.decode_threads != "auto" and (isinstance(self.decode_threads, bool)
+                                              or not isinstance(self.decode_threads, int) or self.decode_threads < 0):
+            raise ValueError(f"decode_threads: expected an integer >= 0 or auto, got {self.decode_threads!r}")
+        check_prefetch(self.prefetch)
         if not self.sources:
             raise ValueError("sources: need at least one data source")
         for i, source in enumerate(self.sources):
@@ -207,7 +211,8 @@ class _Rows:
 def _read_files(source: dict, space: ClassSpace, config: TrainRunConfig) -> _Rows:
     """The rows of a file-backed source (csv, imagenet_captions); no image is decoded."""
     paths, captions, labels = file_rows(source, space)
-    return _Rows(LazyImages(paths, config.image_size, num_workers=config.decode_threads), captions, labels)
+    images = LazyImages(paths, config.image_size, num_workers=config.decode_threads, prefetch=config.prefetch)
+    return _Rows(images, captions, labels)
 
 
 def _load_source(i: int, source: dict, config: TrainRunConfig, space: ClassSpace, read: _Rows | None,
