@@ -131,7 +131,8 @@ def cmd_er(args) -> int:
                                         shifts=_names(args.shifts), id_datasets=id_for, baseline_filter=selector,
                                         transform=args.transform, n_bootstrap=args.bootstrap, seed=args.seed,
                                         confidence=args.confidence, return_fits=True,
-                                        results_options=_results_options(args), baseline_strata=args.baseline_strata)
+                                        results_options=_results_options(args), baseline_strata=args.baseline_strata,
+                                        allow_mixed_protocols=args.allow_mixed_protocols)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "er.csv", er.to_csv(index=False))
@@ -141,6 +142,10 @@ def cmd_er(args) -> int:
     for note in er.attrs.get("notes", []):
         print(f"note: {note}")
     _print_fits(fits, args.transform)
+    if er.attrs.get("protocols"):
+        print("protocols (per dataset; each row's prompts and preprocessing are in the results' protocol column):")
+        for dataset, protocol in er.attrs["protocols"].items():
+            print(f"  {dataset:<18} {protocol}")
     if er.attrs.get("skipped_shifts"):
         print(f"skipped (fewer than 2 baseline models with results): {', '.join(er.attrs['skipped_shifts'])}")
     avg = er[(er["dataset"] == "average") & ~er["is_baseline"]].nlargest(args.top, "effective_robustness")
@@ -179,11 +184,16 @@ def cmd_eval(args) -> int:
 
     from .distributed import default_device, init_distributed_from_env
     from .evaluate.per_class import PER_CLASS_COLUMNS
-    from .evaluate.real import append_results, evaluate_model, resolve_templates
+    from .evaluate.predictions import write_predictions
+    from .evaluate.real import append_results, evaluate_model, resolve_templates, with_class_space
     from .models.load import load_model
 
     rank, size = init_distributed_from_env()
     suites, class_names, world_templates = _eval_suites(args)
+    if args.world is not None and args.class_space != "dataset":
+        raise ValueError("--class-space full: the world's sets are scored over its classes already; it applies to "
+                         "ImageNet-R, ImageNet-A and ObjectNet")
+    suites = with_class_space(suites, args.class_space)
     model = load_model(args.model, args.pretrained)
     if args.name:
         model.name = args.name
@@ -194,12 +204,15 @@ def cmd_eval(args) -> int:
     if model.kind == "clip":
         templates = world_templates if world_templates and not args.templates else resolve_templates(args.templates)
     per_class = [] if args.per_class else None
+    predictions = [] if args.save_predictions or args.save_logits else None
     rows = evaluate_model(model, suites, templates=templates, class_names=class_names,
                           cache_dir=None if args.no_cache else cache, batch_size=args.batch_size, workers=args.workers,
                           device=device, strict=args.strict, amp=not args.no_amp, progress=not args.quiet,
-                          extra={"group": args.group} if args.group else None, per_class=per_class)
+                          extra={"group": args.group} if args.group else None, per_class=per_class,
+                          predictions=predictions, keep_logits=args.save_logits)
     if rank == 0:
         append_results(rows, out / "results.csv")
+        files = [write_predictions(out, model.name, record) for record in predictions or []]
         for row in rows:
             if row["metric"] == "top1":
                 skipped = f", {row['images_skipped']} undecodable images skipped" if row["images_skipped"] else ""
@@ -210,6 +223,9 @@ def cmd_eval(args) -> int:
             append_results(per_class, out / "per_class.csv", keys=("model", "dataset", "class_id"))
             print(f"per-class results ({', '.join(PER_CLASS_COLUMNS)}): {out / 'per_class.csv'} "
                   f"({len(per_class)} rows)")
+        if files:
+            print(f"per-image predictions{' with logits' if args.save_logits else ''}: {files[0].parent} "
+                  f"({len(files)} files; read them with clipshift.evaluate.read_predictions)")
     return 0
 
 
@@ -259,6 +275,14 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--per-class", action="store_true",
                     help="also write OUT/per_class.csv: top-1 per class (model, dataset, class, top1, "
                          "num_examples, class_id)")
+    ev.add_argument("--save-predictions", action="store_true",
+                    help="also write OUT/predictions/<model>/<dataset>.parquet: per image its id, target, top-5 "
+                         "classes and scores, predicted class (clipshift.evaluate.read_predictions reads them)")
+    ev.add_argument("--save-logits", action="store_true",
+                    help="with the predictions, every scored class's score (implies --save-predictions)")
+    ev.add_argument("--class-space", default="dataset", choices=("dataset", "full"),
+                    help="dataset (default): ImageNet-R/-A score their 200 classes, ObjectNet its 125 mapped ones; "
+                         "full: all 1000 compete, rows named imagenet-r-1000, imagenet-a-1000, objectnet-1000")
     ev.add_argument("--data-root", type=Path, help="folder where the datasets are unpacked (standard folder names)")
     ev.add_argument("--dataset-root", action="append", metavar="NAME=DIR",
                     help="one dataset's own root, e.g. imagenet-r=/data/imagenet-r (repeatable)")
@@ -313,6 +337,9 @@ def _add_er_parser(sub) -> None:
     er.add_argument("--baseline-strata", metavar="COL",
                     help="stratified bootstrap: resample the baseline models within each value of this metadata "
                          "column (e.g. train_distribution), so every draw keeps each group's number of models")
+    er.add_argument("--allow-mixed-protocols", action="store_true",
+                    help="fit and compare rows of one dataset measured under different protocols (class space, "
+                         "number of images, ObjectNet's crop, ImageNet-V2's variant); refused by default")
     er.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
     er.add_argument("--seed", type=int, default=0)
     er.add_argument("--top", type=int, default=10, help="models listed in the printed summary (default 10)")

@@ -2,7 +2,8 @@
 
 Fractions are shown as percentages (:func:`pct`) or as signed differences in percentage points
 (:func:`pp`, e.g. an effective robustness); :func:`markdown_table` writes a table as a markdown pipe
-table.
+table. A protocol stamp (how a result was obtained, the ``protocol`` column of a results table) is
+written by :func:`format_protocol` and read back by :func:`parse_protocol`.
 """
 
 from __future__ import annotations
@@ -27,3 +28,26 @@ def markdown_table(table) -> str:
         cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+PROTOCOL_SEPARATOR = "; "
+
+
+def format_protocol(fields: dict) -> str:
+    """A protocol stamp: ``key=value`` pairs joined by ``"; "`` in the order given, fields that are None
+    left out; a ``;`` inside a value becomes ``,`` so that the stamp reads back (:func:`parse_protocol`)."""
+    return PROTOCOL_SEPARATOR.join(f"{key}={str(value).replace(';', ',').strip()}"
+                                   for key, value in fields.items() if value is not None)
+
+
+def parse_protocol(stamp) -> dict[str, str]:
+    """The fields of a protocol stamp (:func:`format_protocol`); {} for an empty or missing stamp (None,
+    NaN, "")."""
+    if not isinstance(stamp, str) or not stamp.strip():
+        return {}
+    fields = {}
+    for part in stamp.split(";"):
+        key, sep, value = part.partition("=")
+        if sep and key.strip():
+            fields[key.strip()] = value.strip()
+    return fields

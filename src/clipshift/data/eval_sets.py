@@ -126,8 +126,9 @@ def open_world_sets(world_dir, names: Sequence[str] | None = None, classes="worl
     return [open_eval_set(name, root, classes=classes) for name in names]
 
 
-def suite_tensors(suite: EvalSuite, *, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """A whole ImageFolder-tree set decoded into memory: (uint8 images (N, 3, H, W), int64 labels (N,)).
+def suite_tensors(suite: EvalSuite, *, progress: bool = True, with_ids: bool = False) -> tuple:
+    """A whole ImageFolder-tree set decoded into memory: (uint8 images (N, 3, H, W), int64 labels (N,)),
+    and with `with_ids` each image's path relative to the set's folder (N,).
     Undecodable images are left out (ValueError when none decodes); every image must share the first
     one's size (ValueError naming the first that does not)."""
     if suite.crop_border or any(len(t) != 1 for t in suite.target_classes):
@@ -138,4 +139,7 @@ def suite_tensors(suite: EvalSuite, *, progress: bool = True) -> tuple[torch.Ten
         images, kept = stack_into(decode_many(paths, None, 0, skip_errors=True), paths, bar)
     if not kept:
         raise ValueError(f"{suite.root}: none of the {len(paths)} images could be decoded")
-    return images, torch.tensor([suite.samples[i][1] for i in kept], dtype=torch.int64)
+    labels = torch.tensor([suite.samples[i][1] for i in kept], dtype=torch.int64)
+    if not with_ids:
+        return images, labels
+    return images, labels, [Path(paths[i]).relative_to(suite.root).as_posix() for i in kept]

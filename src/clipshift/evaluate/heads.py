@@ -77,6 +77,7 @@ class ZeroShotHead:
     """Cosine similarity to per-class text embeddings ``weights`` (D, C)."""
 
     weights: torch.Tensor
+    templates: tuple[str, ...] | None = None  # the prompts it was built from, for the results' protocol stamp
 
     def __call__(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(features, dim=-1) @ self.weights.to(features.device)
@@ -148,7 +149,7 @@ def _zeroshot(spec, model, *, class_names, cache_dir, device, progress):
         raise ValueError("a zero-shot head needs class names")
     templates = list(spec.templates) if spec.templates is not None else resolve_templates("openai")
     return ZeroShotHead(zero_shot_head(model, class_names, templates, cache_dir=cache_dir, device=device,
-                                       progress=progress))
+                                       progress=progress), tuple(templates))
 
 
 @register_head("linear")

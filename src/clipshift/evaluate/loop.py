@@ -10,7 +10,8 @@ images already in memory, for this package's models). Features are cached under
 ``cache_dir/features/<key>.safetensors``, keyed by the weights, the dataset (root, files and
 targets, or the tensors' digest) and the transform, so re-scoring with other heads never re-encodes.
 Scores use :func:`clipshift.data.imagenet.score` (class masking for subset suites, several correct
-classes per target for ObjectNet) and, optionally, per-class accuracy.
+classes per target for ObjectNet) and, optionally, per-class accuracy and per-image predictions
+(:mod:`.predictions`); each score carries its protocol stamp (:mod:`.protocol`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from ..models.factory import save_safetensors_atomic
 from ..models.interface import EvalModel
 from .heads import CACHE_VERSION, cache_key
 from .per_class import per_class_accuracy
+from .predictions import image_ids, prediction_table, predictions_meta
+from .protocol import protocol_stamp
 
 METRICS = ("top1", "top5", "mean_per_class_recall")
 
@@ -56,10 +59,12 @@ def tensor_digest(*tensors: torch.Tensor) -> str:
 
 @dataclass
 class ImageTensors:
-    """An in-memory evaluation set: uint8 images (N, 3, H, W) and class labels (N,)."""
+    """An in-memory evaluation set: uint8 images (N, 3, H, W), class labels (N,) and, optionally, each
+    image's id (the file it was read from, for per-image predictions; not part of the digest)."""
 
     images: torch.Tensor
     targets: torch.Tensor
+    ids: list[str] | None = None
 
     def __post_init__(self):
         if not torch.is_tensor(self.images) or self.images.dim() != 4:
@@ -67,6 +72,8 @@ class ImageTensors:
         self.targets = torch.as_tensor(self.targets).long()
         if self.targets.shape != (len(self.images),):
             raise ValueError(f"{len(self.images)} images but targets of shape {tuple(self.targets.shape)}")
+        if self.ids is not None and len(self.ids) != len(self.images):
+            raise ValueError(f"{len(self.images)} images but {len(self.ids)} ids")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -229,12 +236,16 @@ def encode(model: EvalModel, data, *, name: str = "data", cache_dir=None, batch_
 def evaluate(model: EvalModel, datasets: Mapping[str, object], heads: Mapping[str, Callable], *, cache_dir=None,
              batch_size: int | None = None, workers: int = 4, device: torch.device | None = None,
              strict: bool = False, amp: bool = True, progress: bool = True,
-             per_class: list | None = None, class_names: Sequence[str] | None = None) -> list[dict]:
+             per_class: list | None = None, class_names: Sequence[str] | None = None,
+             predictions: list | None = None, keep_logits: bool = False) -> list[dict]:
     """Score `model` with every head on every dataset: one dict per (dataset, head) with ``dataset``,
-    ``head``, the :data:`METRICS`, ``num_examples`` (images scored) and ``images_skipped``.
+    ``head``, the :data:`METRICS`, ``num_examples`` (images scored), ``images_skipped`` and ``protocol``
+    (how it was scored: :func:`.protocol.protocol_stamp`; `class_names`: the label space's names).
 
     `per_class`: a list receiving per-class rows (``dataset, head, class, top1, num_examples,
-    class_id``) named by `class_names`."""
+    class_id``) named by `class_names`. `predictions`: a list receiving one record per (dataset, head),
+    ``{"dataset", "head", "table", "meta"}``, the per-image predictions to write with
+    :func:`.predictions.write_predictions` (`keep_logits`: with every scored class's score)."""
     scores = []
     for name, data in datasets.items():
         feats = encode(model, data, name=name, cache_dir=cache_dir, batch_size=batch_size, workers=workers,
@@ -246,9 +257,23 @@ def evaluate(model: EvalModel, datasets: Mapping[str, object], heads: Mapping[st
                 raise ValueError(f"{model.name} ({head_name}) gives {logits.shape[1]} scores per image; {name} "
                                  f"needs {suite.num_classes}")
             metrics = score(logits, feats.targets, suite)
+            stamp = protocol_stamp(model, data, suite, head, class_names)
             scores.append({"dataset": name, "head": head_name, **{m: metrics[m] for m in METRICS},
-                           "num_examples": metrics["num_examples"], "images_skipped": len(feats.skipped)})
+                           "num_examples": metrics["num_examples"], "images_skipped": len(feats.skipped),
+                           "protocol": stamp})
+            if predictions is not None:
+                predictions.append(_prediction_record(name, head_name, logits, feats, data, suite, class_names,
+                                                      stamp, keep_logits))
             if per_class is not None:
                 table = per_class_accuracy(logits, feats.targets, suite, class_names)
                 per_class += [{"dataset": name, "head": head_name, **row} for row in table.to_dict("records")]
     return scores
+
+
+def _prediction_record(name: str, head: str, logits, feats: Features, data, suite: EvalSuite, class_names, stamp,
+                       keep_logits: bool) -> dict:
+    indices = feats.indices.tolist()
+    table = prediction_table(logits, feats.targets, suite, image_ids(data, indices), indices, keep_logits)
+    meta = predictions_meta(dataset=name, head=head, suite=suite, class_names=class_names, images=len(data),
+                            skipped_ids=image_ids(data, feats.skipped), protocol=stamp)
+    return {"dataset": name, "head": head, "table": table, "meta": meta}

@@ -2,15 +2,17 @@
 natural shifts, through the one loop (:mod:`.loop`) and the head registry (:mod:`.heads`).
 
 One call per model: :func:`evaluate_model` → rows of the long results table
-(``model,dataset,metric,value,num_examples,images_skipped,...``) that ``clipshift er`` reads.
+(``model,dataset,metric,value,num_examples,images_skipped,...,protocol``) that ``clipshift er`` reads,
+and, when asked, the per-image predictions (:mod:`.predictions`).
 CLIP models are scored by a zero-shot head (class names × templates), classifiers by their own head.
 Both caches (image features, zero-shot heads) live under `cache_dir`.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -22,7 +24,22 @@ from .heads import HeadSpec, ZeroShotHead, build_head, imagenet_class_names, res
 from .loop import METRICS, Features, encode, evaluate
 
 __all__ = ["evaluate_model", "append_results", "encode_suite", "zero_shot_head", "logits_for", "Features",
-           "imagenet_class_names", "resolve_templates", "METRICS"]
+           "imagenet_class_names", "resolve_templates", "METRICS", "CLASS_SPACES", "with_class_space"]
+
+CLASS_SPACES = ("dataset", "full")  # clipshift eval --class-space: each set's own classes, or every class
+
+
+def with_class_space(suites: Sequence[EvalSuite], space: str = "dataset") -> dict[str, EvalSuite]:
+    """The suites by the name their rows get. ``dataset``: as distributed (ImageNet-R/-A score their 200
+    classes, ObjectNet its 125 mapped ones). ``full``: every class of the label space competes, and a suite
+    that had a mask is named ``<name>-<classes>`` (``imagenet-r-1000``), so both conventions can stand
+    side by side in one results table (its images and feature cache are the masked suite's)."""
+    if space not in CLASS_SPACES:
+        raise ValueError(f"--class-space must be one of {list(CLASS_SPACES)}, got {space!r}")
+    if space == "dataset":
+        return {s.name: s for s in suites}
+    return {(s.name if s.class_indices is None else f"{s.name}-{s.num_classes}"): replace(s, class_indices=None)
+            for s in suites}
 
 
 def encode_suite(model: EvalModel, suite: EvalSuite, *, cache_dir=None, batch_size: int = 256, workers: int = 4,
@@ -48,15 +65,22 @@ def _check_classifier(model: EvalModel, suites: Sequence[EvalSuite]) -> None:
                              f"{suite.num_classes}-way ImageNet classifier")
 
 
-def evaluate_model(model: EvalModel, suites: Sequence[EvalSuite], *, templates: Sequence[str] | None = None,
+def evaluate_model(model: EvalModel, suites: Sequence[EvalSuite] | Mapping[str, EvalSuite], *,
+                   templates: Sequence[str] | None = None,
                    class_names: Sequence[str] | None = None, cache_dir=None, batch_size: int = 256,
                    workers: int = 4, device: torch.device | None = None, strict: bool = False, amp: bool = True,
-                   progress: bool = True, extra: dict | None = None, per_class: list | None = None) -> list[dict]:
-    """Rows of the long results table for `model` on every suite: top1, top5 and mean per-class
-    recall, with ``num_examples`` (images scored) and ``images_skipped`` (undecodable).
+                   progress: bool = True, extra: dict | None = None, per_class: list | None = None,
+                   predictions: list | None = None, keep_logits: bool = False) -> list[dict]:
+    """Rows of the long results table for `model` on every suite (a list, or the suites by the dataset
+    name their rows get, as :func:`with_class_space` gives them): top1, top5 and mean per-class
+    recall, with ``num_examples`` (images scored), ``images_skipped`` (undecodable) and ``protocol``
+    (how it was scored, :mod:`.protocol`).
 
     `per_class`: a list that receives the per-class rows (``per_class.PER_CLASS_COLUMNS``) of every
-    suite, scored as top1 is; None: not computed."""
+    suite, scored as top1 is; None: not computed. `predictions`: a list that receives one record per
+    suite for :func:`.predictions.write_predictions` (`keep_logits`: with every scored class's score)."""
+    datasets = dict(suites) if isinstance(suites, Mapping) else {s.name: s for s in suites}
+    suites = list(datasets.values())
     template_tag = None
     if model.kind == "clip":
         templates = list(templates) if templates is not None else resolve_templates("openai")
@@ -74,14 +98,15 @@ def evaluate_model(model: EvalModel, suites: Sequence[EvalSuite], *, templates: 
     if names is None and all(s.num_classes == 1000 for s in suites):
         names = imagenet_class_names()
     cells = [] if per_class is not None else None
-    scores = evaluate(model, {s.name: s for s in suites}, {"head": head}, cache_dir=cache_dir, batch_size=batch_size,
+    scores = evaluate(model, datasets, {"head": head}, cache_dir=cache_dir, batch_size=batch_size,
                       workers=workers, device=device, strict=strict, amp=amp, progress=progress, per_class=cells,
-                      class_names=names)
+                      class_names=names, predictions=predictions, keep_logits=keep_logits)
     if per_class is not None:
         per_class += [{"model": model.name, **{k: v for k, v in row.items() if k != "head"}} for row in cells]
     return [{"model": model.name, "dataset": s["dataset"], "metric": metric, "value": s[metric],
              "num_examples": s["num_examples"], "images_skipped": s["images_skipped"], "kind": model.kind,
-             "templates": template_tag, **model.metadata, **(extra or {})} for s in scores for metric in METRICS]
+             "templates": template_tag, **model.metadata, **(extra or {}), "protocol": s["protocol"]}
+            for s in scores for metric in METRICS]
 
 
 def append_results(rows: list[dict], path, keys: Sequence[str] = ("model", "dataset", "metric")) -> pd.DataFrame:

@@ -9,11 +9,12 @@ from .effective import (AVERAGE, ID_ACCURACY_PREFIX, ID_SEPARATOR, WEIGHT_PREFIX
                         compute_effective_robustness, default_shifts, effective_robustness)
 from .multi_id import PlaneFit
 from .plots import plot_all, plot_effective_robustness, plot_multi_id_fit
+from .protocols import MixedProtocolsError
 from .tables import CANONICAL_DATASETS, NATURAL_SHIFTS, TableFormatError, detect_format, read_results
 from .transforms import CLIP_EPSILON, TRANSFORMS, get_transform
 
 __all__ = ["AVERAGE", "BaselineFit", "CANONICAL_DATASETS", "CLIP_EPSILON", "DATASET_ALIASES", "ID_ACCURACY_PREFIX",
-           "ID_SEPARATOR", "NATURAL_SHIFTS", "NotFittedError", "PlaneFit", "TRANSFORMS", "TableFormatError",
-           "WEIGHT_PREFIX", "canonical_dataset", "combine_tables", "compute_effective_robustness", "default_shifts",
+           "ID_SEPARATOR", "MixedProtocolsError", "NATURAL_SHIFTS", "NotFittedError", "PlaneFit", "TRANSFORMS",
+           "TableFormatError", "WEIGHT_PREFIX", "canonical_dataset", "combine_tables", "compute_effective_robustness", "default_shifts",
            "detect_format", "effective_robustness", "get_transform", "plot_all", "plot_effective_robustness",
            "plot_multi_id_fit", "read_results"]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .baseline import BaselineFit, bootstrap_lines
 from .multi_id import PlaneFit, bootstrap_planes
+from .protocols import PROTOCOL_COLUMN, check_protocols
 from .tables import NATURAL_SHIFTS, read_results
 from .transforms import CLIP_EPSILON, get_transform
 
@@ -115,7 +116,7 @@ def _baseline_rows(acc: pd.DataFrame, baseline_models: list, x_col, datasets: li
 
 def _metadata(top1: pd.DataFrame, columns: Iterable[str], reserved: Iterable[str] = ()) -> pd.DataFrame:
     """One row per model (index) of the extra columns: the first non-null value of each."""
-    meta_cols = [c for c in columns if c not in CORE_COLUMNS]
+    meta_cols = [c for c in columns if c not in CORE_COLUMNS and c != PROTOCOL_COLUMN]  # stamps are per dataset
     clash = [c for c in meta_cols if c in ER_COLUMNS or c in set(reserved)]
     if clash:
         raise ValueError(f"results: column(s) {clash} clash with output columns of the same name; rename them")
@@ -252,8 +253,8 @@ def _multi_id_tables(acc, counts, ids: list, shifts: list, baseline_models: list
 
 def compute_effective_robustness(results: pd.DataFrame, id_dataset, shift_datasets, *, baseline_models,
                                  id_datasets: dict | None = None, transform: str = "logit", n_bootstrap: int = 1000,
-                                 confidence: float = 0.95, seed: int = 0,
-                                 baseline_strata: str | Mapping | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+                                 confidence: float = 0.95, seed: int = 0, baseline_strata: str | Mapping | None = None,
+                                 allow_mixed_protocols: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Effective robustness per (model, shift) and on the average over shifts (``average``).
 
     One id dataset (`id_dataset` a name, or a list of one name: the same output): for each shift
@@ -284,6 +285,11 @@ def compute_effective_robustness(results: pd.DataFrame, id_dataset, shift_datase
     model is that model in every draw. It applies to the line and the plane alike. Without it
     (None) the models are resampled uniformly, as before (same draws for the same seed).
 
+    Rows with a ``protocol`` stamp (:mod:`.protocols`) are checked first: two rows of one dataset used here
+    that were measured differently (class space, images, ObjectNet's crop, ImageNet-V2's variant) are a
+    ``MixedProtocolsError`` naming both stamps, unless `allow_mixed_protocols`. ``er.attrs["protocols"]``:
+    each dataset's protocol, one line (not a column of ``er``: a model's stamps differ per dataset).
+
     Returns ``(er, fits)``. ``er``: one row per (model, dataset), columns ``ER_COLUMNS``, then with
     several id datasets ``id_accuracy_<name>`` per id dataset (``id_dataset`` is the names joined by
     ``+``, ``id_accuracy`` the first one's, ``baseline_accuracy`` the plane's prediction), then the
@@ -298,6 +304,7 @@ def compute_effective_robustness(results: pd.DataFrame, id_dataset, shift_datase
     get_transform(transform)
     top1 = _top1(results)
     _check_datasets(top1, id_of, ids, shift_datasets, baseline_models)
+    protocols = check_protocols(top1, [*ids, *id_of.values(), *shift_datasets], allow_mixed_protocols)
     multi = len(ids) > 1
     meta = _metadata(top1, results.columns, [ID_ACCURACY_PREFIX + d for d in ids] if multi else ())
     strata = _resolve_strata(baseline_strata, meta, baseline_models)
@@ -309,6 +316,7 @@ def compute_effective_robustness(results: pd.DataFrame, id_dataset, shift_datase
     er_parts, fit_rows = tables(acc, counts, ids if multi else id_of, shift_datasets, baseline_models, transform,
                                 n_bootstrap, [alpha, 1 - alpha], rng, strata)
     er = pd.concat(er_parts, ignore_index=True).join(meta, on="model")
+    er.attrs["protocols"] = protocols
     columns = FIT_COLUMNS + ([WEIGHT_PREFIX + d for d in ids] if multi else [])
     return er, pd.DataFrame(fit_rows, columns=columns)
 
@@ -393,7 +401,7 @@ def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shift
                          id_datasets: dict | None = None, baseline_filter=None, transform: str = "logit",
                          n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
                          return_fits: bool = False, results_options: dict | None = None,
-                         baseline_strata: str | Mapping | None = None):
+                         baseline_strata: str | Mapping | None = None, allow_mixed_protocols: bool = False):
     """Effective robustness of every model in `results` above the baseline, in one call.
 
     `results` and `baseline`: paths of any table ``read_results`` reads (this project's long CSV,
@@ -402,7 +410,8 @@ def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shift
     ``read_results`` for the `results` file (``model_columns``, ``dataset_column``, ``value_column``,
     ``where``). Baseline models as in ``combine_tables``. `id_dataset`: a name, or a list of names for
     the multi-ID plane of Shi et al. `shifts`: names (default: see ``default_shifts``). Everything
-    else (``baseline_strata`` for a stratified bootstrap included) as ``compute_effective_robustness``.
+    else (``baseline_strata`` for a stratified bootstrap, ``allow_mixed_protocols`` included) as
+    ``compute_effective_robustness``.
 
     Returns the ER table (one row per model and shift, plus ``average``; fractions), or
     ``(er, fits)`` with `return_fits`. The shifts passed over for lack of baseline models are
@@ -430,7 +439,8 @@ def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shift
     er, fits = compute_effective_robustness(table, id_dataset, shifts, baseline_models=models,
                                             id_datasets=id_datasets, transform=transform,
                                             n_bootstrap=n_bootstrap, confidence=confidence, seed=seed,
-                                            baseline_strata=baseline_strata)
+                                            baseline_strata=baseline_strata,
+                                            allow_mixed_protocols=allow_mixed_protocols)
     er.attrs["skipped_shifts"] = list(skipped)
     er.attrs["notes"] = notes
     return (er, fits) if return_fits else er

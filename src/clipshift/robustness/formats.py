@@ -9,7 +9,9 @@
   ``value_column``, ``where``), e.g. a scaling-law study's ``arch, name, downstream_dataset, acc1``.
 
 Every reader returns the long form of :mod:`.tables` (``model, dataset, metric, value, num_examples,
-source, group, <metadata>``). Dataset names go through the alias table of :mod:`.datasets`; rows or
+source, group, <metadata>``), CLIP_benchmark's CSV and JSON lines with the ``protocol`` their sources
+document (:mod:`.protocols`: CLIP_benchmark's; imagenet-testbed's conventions, as WiSE-FT and
+model-soups evaluate, for JSON lines). Dataset names go through the alias table of :mod:`.datasets`; rows or
 keys naming no ImageNet-family dataset (nor one of the caller's `datasets`) are left out, and a
 one-line note naming them is put in ``frame.attrs["notes"]``. An error only when nothing is left.
 """
@@ -25,6 +27,7 @@ import pandas as pd
 
 from ._io import TableFormatError, as_fraction, check_unique, left_out_note, lines_of, read_csv, read_text
 from .datasets import DATASET_SIZES, canonical_dataset, is_imagenet_family
+from .protocols import stamp_published
 
 CLIP_BENCHMARK_CSV_COLUMNS = ("dataset", "model", "pretrained", "acc1")
 JSONL_MODEL_KEYS = ("model_name", "model", "name")  # the first present names the model
@@ -141,7 +144,8 @@ def read_clip_benchmark_csv(path, datasets=None) -> pd.DataFrame:
         frame = frame.assign(pretrained=frame["pretrained"].where(language.isin(["en", ""]),
                                                                   frame["pretrained"] + "@" + language))
     frame = frame.assign(dataset=frame["dataset"].str.strip())
-    return _from_columns(frame, path, ["model", "pretrained"], "dataset", "acc1", datasets, "CLIP_benchmark", notes)
+    out = _from_columns(frame, path, ["model", "pretrained"], "dataset", "acc1", datasets, "CLIP_benchmark", notes)
+    return _stamped(out, "CLIP_benchmark")
 
 
 def _json_objects(path: Path) -> list[tuple[int, dict]]:
@@ -223,4 +227,11 @@ def read_json_lines(path, datasets=None) -> pd.DataFrame:
     extra = pd.DataFrame.from_dict(meta, orient="index")
     frame = frame.drop(columns=["key", "raw", "line"]).join(extra, on="model") if len(extra.columns) else \
         frame.drop(columns=["key", "raw", "line"])
-    return _finish(frame, path.stem, path.name, notes)
+    return _stamped(_finish(frame, path.stem, path.name, notes), "testbed")
+
+
+def _stamped(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    notes = frame.attrs.get("notes", [])
+    frame = stamp_published(frame, source)
+    frame.attrs["notes"] = notes
+    return frame

@@ -3,7 +3,10 @@ already have (open_clip's ``openclip_results.csv``, timm's ``results-*.csv`` fol
 JSON files; CLIP_benchmark's built CSV, JSON lines and long tables with named columns are read by
 :mod:`.formats`). Every reader returns the same long form::
 
-    model, dataset, metric ("top1"), value (fraction), num_examples, source, <metadata...>
+    model, dataset, metric ("top1"), value (fraction), num_examples, source, <metadata...>, protocol
+
+with the ``protocol`` stamp each source documents (:mod:`.protocols`; this project's rows carry their own,
+a long table with named columns none).
 
 with canonical dataset ids (``imagenet``, ``imagenet-v2``, ``imagenet-sketch``, ``imagenet-r``,
 ``imagenet-a``, ``objectnet``, through the alias table of :mod:`.datasets`; any other id, e.g. the
@@ -28,6 +31,7 @@ from ._io import read_csv as _read_csv, read_text
 from .datasets import CANONICAL_DATASETS, DATASET_ALIASES, DATASET_SIZES, NATURAL_SHIFTS, canonical_dataset
 from .formats import (CLIP_BENCHMARK_CSV_COLUMNS, read_clip_benchmark_csv, read_columns_table,
                       read_json_lines)
+from .protocols import PROTOCOL_COLUMN, stamp_published
 
 __all__ = ["BASELINE_SELECTORS", "CANONICAL_DATASETS", "DATASET_ALIASES", "DATASET_SIZES", "FORMATS",
            "NATURAL_SHIFTS", "TableFormatError", "canonical_dataset", "detect_format", "imagenet1k_only",
@@ -107,7 +111,7 @@ def read_openclip_table(path) -> pd.DataFrame:
     out = pd.concat(parts, ignore_index=True).dropna(subset=["value"])
     out["group"] = "open_clip"
     out["source"] = path.name
-    return out
+    return stamp_published(out, "open_clip")
 
 
 def _timm_dataset(path: Path) -> str | None:
@@ -135,7 +139,14 @@ def read_timm_file(path, dataset: str | None = None) -> pd.DataFrame:
     if "param_count" in frame.columns:
         out["params_m"] = pd.to_numeric(frame["param_count"], errors="coerce")
     out["source"] = path.name
-    return out
+    return stamp_published(out, "timm", _timm_preprocess(frame))
+
+
+def _timm_preprocess(frame: pd.DataFrame) -> pd.Series:
+    """timm's per-row image size, crop fraction and interpolation, as a stamp's ``preprocess`` field."""
+    parts = [frame[c].astype(str).where(frame[c].notna(), "?") if c in frame.columns else pd.Series("?", frame.index)
+             for c in ("img_size", "crop_pct", "interpolation")]
+    return parts[0] + "px, crop_pct " + parts[1] + ", " + parts[2]
 
 
 def read_timm_folder(path) -> pd.DataFrame:
@@ -155,7 +166,8 @@ def read_timm_folder(path) -> pd.DataFrame:
     frame["model"] = frame["name"].where(~several, frame["name"] + "@" + frame["img_size"].astype("Int64").astype(str))
     frame["group"] = "timm"
     frame["source"] = path.name
-    columns = ["model", "dataset", "metric", "value", "num_examples", "name", "img_size", "params_m", "source", "group"]
+    columns = ["model", "dataset", "metric", "value", "num_examples", "name", "img_size", "params_m", "source", "group",
+               PROTOCOL_COLUMN]
     return frame[[c for c in columns if c in frame.columns]]
 
 
@@ -213,7 +225,7 @@ def read_clip_benchmark(path) -> pd.DataFrame:
     if (frame["value"] > 1).any():  # CLIP_benchmark writes fractions; percentages are converted as a whole
         frame["value"] = frame["value"] / 100
     frame["group"] = "CLIP_benchmark"
-    return frame
+    return stamp_published(frame, "CLIP_benchmark")
 
 
 def _json_format(path: Path) -> str:

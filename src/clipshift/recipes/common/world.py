@@ -142,8 +142,9 @@ def load_training_set(world_dir: Path, name: str, progress: bool, class_names=CL
 
 def load_eval_set(root: Path, name: str, progress: bool, classes="world") -> ImageTensors:
     """The evaluation set `name` under `root` (:func:`~clipshift.data.eval_sets.open_eval_set`'s rule)
-    decoded into memory, labelled over `classes` (``world``, a file, a list of class names)."""
-    return ImageTensors(*suite_tensors(open_eval_set(name, root, classes=classes), progress=progress))
+    decoded into memory, labelled over `classes` (``world``, a file, a list of class names); each image's
+    id is its path under the set's folder."""
+    return ImageTensors(*suite_tensors(open_eval_set(name, root, classes=classes), progress=progress, with_ids=True))
 
 
 def predictor(model: EvalModel):

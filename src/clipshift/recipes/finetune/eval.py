@@ -93,7 +93,8 @@ def evaluate_variants(model, variants: dict[str, Callable[[], dict]], suites: li
     for name, state in variants.items():
         model.load_state_dict(state())
         variant = variant_model(model.eval(), name, class_names, image_size)
-        rows = evaluate(variant, {s.name: s for s in suites}, {"head": build_head("linear", variant)}, **options)
+        rows = evaluate(variant, {s.name: s for s in suites}, {"head": build_head("linear", variant)},
+                        class_names=class_names, **options)
         out.rows += [{"model": name, **row} for row in rows]
         k = kurtosis(encode(variant, suites[0], name=suites[0].name, **options).features)
         out.kurtosis[name] = float(k[~torch.isnan(k)].mean())
@@ -111,7 +112,7 @@ def results_table(scores: Scores, config: FinetuneConfig, endpoint: str) -> pd.D
         rows.append(dict(model=model, dataset=score["dataset"], metric="top1", value=score["top1"],
                          num_examples=score["num_examples"], images_skipped=score["images_skipped"],
                          group=WISE_GROUP if mode == "wise-ft" else GROUP[mode], mode=mode,
-                         alpha=alphas.get(model), start=config.model))
+                         alpha=alphas.get(model), start=config.model, protocol=score.get("protocol")))
     return pd.DataFrame(rows)
 
 

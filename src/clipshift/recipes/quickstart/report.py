@@ -8,6 +8,7 @@ import pandas as pd
 
 from ...formatting import markdown_table, pct, pp
 from ...io import atomic_write_text
+from ...robustness.protocols import protocol_section
 
 AVG = "average"
 TWINS = (("supervised_diverse", "supervised_narrow"), ("contrastive_diverse", "contrastive_narrow"))
@@ -169,7 +170,7 @@ percentage points, with 95% bootstrap intervals.
 
 {chr(10).join(fit_lines)}
 
-## Data
+{protocol_section(results)}## Data
 
 ![examples of the training data and of every evaluation set](figures/world_samples.png)
 

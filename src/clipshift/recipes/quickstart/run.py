@@ -6,8 +6,9 @@ contrastive model trained on ``narrow`` data sits on it.
 
 Run directory written (every file atomically):
 ``config.yaml``, ``world/`` (the exported data), ``checkpoints/<model>/``, ``metrics.jsonl``,
-``results.csv``, ``er.csv``, ``fits.csv``, ``probe.csv`` (representation probes of Crabbé et al.),
-``figures/*.png``, ``report.md``.
+``results.csv`` (with each row's ``protocol`` stamp), ``predictions/<model>/<dataset>.parquet`` (per-image
+predictions, :mod:`clipshift.evaluate.predictions`), ``er.csv``, ``fits.csv``, ``probe.csv``
+(representation probes of Crabbé et al.), ``figures/*.png``, ``report.md``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from ...io import atomic_write_text
 from ...evaluate import HeadSpec, build_head, evaluate
+from ...evaluate.predictions import write_predictions
 from ...progress import progress_bar
 from ...models.factory import ModelSpec, build_model, get_tokenizer, save_checkpoint
 from ...models.interface import EvalModel
@@ -92,24 +94,27 @@ def _train_data(entry: dict, sets: dict, tokenizer) -> TrainData:
     return TrainData(images[torch.from_numpy(keep)], labels=torch.from_numpy(labels[keep]).long())
 
 
-def evaluate_model(model: EvalModel, entry: dict, eval_sets: dict) -> list[dict]:
+def evaluate_model(model: EvalModel, entry: dict, eval_sets: dict, out: Path | None = None) -> list[dict]:
     """Top-1 on every evaluation set (`eval_sets`: name → ImageTensors) through the evaluation loop:
     a classifier's own head; a contrastive model's zero-shot head with the prompt ensemble and with
-    the bare class name."""
+    the bare class name. With `out` (the run folder), each row's per-image predictions are written under
+    ``out/predictions``."""
     if model.has_text:
         heads = {"": build_head(HeadSpec("zeroshot", templates=ZERO_SHOT_TEMPLATES), model, class_names=CLASS_NAMES),
                  "_bare": build_head(HeadSpec("zeroshot", templates=BARE_TEMPLATE), model, class_names=CLASS_NAMES)}
     else:
         heads = {"": build_head("linear", model)}
-    rows = []
-    for score in evaluate(model, eval_sets, heads, progress=False):
+    rows, predictions = [], [] if out is not None else None
+    for score in evaluate(model, eval_sets, heads, progress=False, class_names=CLASS_NAMES, predictions=predictions):
         suffix = score["head"]
         meta = {k: v for k, v in entry.items() if k not in ("name", "seed")}
         if suffix:
             meta["group"] = f"{entry['group']} (bare name)"
         meta["prompts"] = {"": "ensemble", "_bare": "bare"}[suffix] if model.has_text else "head"
         rows.append(dict(model=entry["name"] + suffix, dataset=score["dataset"], metric="top1", value=score["top1"],
-                         num_examples=score["num_examples"], **meta))
+                         num_examples=score["num_examples"], **meta, protocol=score["protocol"]))
+    for record in predictions or []:
+        write_predictions(out, entry["name"] + record["head"], record)
     return rows
 
 
@@ -188,7 +193,7 @@ def train_and_evaluate(config, entry: dict, sets: dict, eval_sets: dict, run_dir
     start = time.perf_counter()
     tokenizer = get_tokenizer(config.architecture)
     model = _fit(config, entry, sets, tokenizer, run_dir, progress)
-    return evaluate_model(model, entry, eval_sets), time.perf_counter() - start
+    return evaluate_model(model, entry, eval_sets, run_dir), time.perf_counter() - start
 
 
 def fit_effective_robustness(results: pd.DataFrame, run_dir: Path, seed: int):

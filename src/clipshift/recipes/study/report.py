@@ -11,6 +11,7 @@ import pandas as pd
 from ...io import atomic_write_text
 from ...formatting import markdown_table, pct, pp
 from ...report_html import write_html_report
+from ...robustness.protocols import protocol_section
 from .hypotheses import QUESTIONS, TITLES
 
 
@@ -149,6 +150,12 @@ def _domains_line(config, facts: dict) -> str:
             f"at the same size ({config.train_size}) and steps as full `diverse`; " + "; ".join(parts) + ".\n")
 
 
+def _protocols(run_dir: Path) -> str:
+    """Each dataset's evaluation protocol, once, from the study's ``results.csv``."""
+    path = run_dir / "results.csv"
+    return protocol_section(pd.read_csv(path)) if path.is_file() else ""
+
+
 def write_study_report(run_dir, config, summary: pd.DataFrame, fits: pd.DataFrame, sections: list[dict],
                        facts: dict, probe_md: str = "") -> Path:
     run_dir = Path(run_dir)
@@ -186,7 +193,7 @@ above the line that ID-trained supervised models follow.
 
 {fit_lines}
 
-{probe_md.strip() + chr(10) + chr(10) if probe_md else ""}## Run
+{_protocols(run_dir)}{probe_md.strip() + chr(10) + chr(10) if probe_md else ""}## Run
 
 Wall-clock {facts['seconds_total']:.0f} s ({facts['seconds_total'] / 60:.1f} min). {_run_note(facts)} Seeds:
 {', '.join(map(str, config.seeds))}. Versions: {', '.join(f'{k} {v}' for k, v in facts['versions'].items())}. The

@@ -25,6 +25,7 @@ from ...io import atomic_write_text
 from ...evaluate import HeadSpec, build_head, encode, evaluate
 from ...evaluate.heads import resolve_templates
 from ...evaluate.loop import dataset_fingerprint
+from ...evaluate.predictions import predictions_path, write_predictions
 from ...models.load import file_digest, load_model
 from ...parallel import check_main_guard, resolve_jobs, run_largest_first
 from ...robustness import compute_effective_robustness
@@ -105,20 +106,25 @@ def heads_for(config, entry: dict, model, data: StudyData, cache_dir) -> dict:
 
 def evaluate_entry(config, entry: dict, run_dir: Path, data: StudyData) -> list[dict]:
     """Score the trained model of `entry` with each of its heads on every evaluation set; the rows
-    are kept in ``runs/<name>/eval.csv`` and reused while the model file is unchanged."""
+    are kept in ``runs/<name>/eval.csv`` and reused while the model file is unchanged (and its per-image
+    predictions, ``predictions/<model>/<dataset>.parquet``, are there)."""
     folder = _run_folder(run_dir, entry["name"])
     kept = kept_scores(entry, folder, data)
-    if kept is not None:
+    if kept is not None and all(predictions_path(run_dir, r["model"], r["dataset"]).is_file() for r in kept):
         return kept
     model = load_model(str(folder / "model"))
     cache_dir = None if data.world else run_dir / "cache"
     heads = heads_for(config, entry, model, data, cache_dir)
     meta = {k: v for k, v in entry.items() if k not in ("name", "heads", "init_from")}
+    predictions = []
     rows = [dict(model=entry["name"] + HEAD_SUFFIX[s["head"]], dataset=s["dataset"], metric="top1", value=s["top1"],
                  num_examples=s["num_examples"], **{**meta, "config": entry["config"] + HEAD_SUFFIX[s["head"]],
-                                                    "head": s["head"], "group": entry["group"] + HEAD_LABELS[s["head"]]})
+                                                    "head": s["head"], "group": entry["group"] + HEAD_LABELS[s["head"]],
+                                                    "protocol": s["protocol"]})
             for s in evaluate(model, data.eval_sets, heads, cache_dir=cache_dir, workers=config.workers,
-                              progress=False)]
+                              progress=False, class_names=data.class_names, predictions=predictions)]
+    for record in predictions:
+        write_predictions(run_dir, entry["name"] + HEAD_SUFFIX[record["head"]], record)
     atomic_write_text(folder / "eval.json", json.dumps({"stamp": eval_stamp(entry, folder, data), "rows": rows},
                                                         default=float))
     atomic_write_text(folder / "eval.csv", pd.DataFrame(rows).to_csv(index=False))
