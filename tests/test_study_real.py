@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from clipshift.cli import main
-from clipshift.recipes.study import HYPOTHESES, TITLES
+from clipshift.recipes.study import HYPOTHESES, TITLES, load_study_config, study_plan
 
 from miniature_real import NAMES, WNIDS, write_caption_csv, write_data_root, write_imagenet_captions, write_wnid_file
 
@@ -77,7 +77,7 @@ def test_text_matching_uses_wordnet_synonyms_and_reports_precision(local_run):
     assert "precision" in (local_run / "report.md").read_text()
 
 
-def test_plan_writes_commands_that_reproduce_the_local_run(real_config, local_run, tmp_path):
+def test_plan_writes_commands_that_reproduce_the_local_run(real_config, local_run, tmp_path, monkeypatch):
     out = tmp_path / "planned"
     assert main(["study", str(real_config), "--out", str(out), "--plan", "--quiet"]) == 0
     lines = [line for line in (out / "plan.sh").read_text().splitlines() if line and not line.startswith(("#", "set"))]
@@ -85,8 +85,18 @@ def test_plan_writes_commands_that_reproduce_the_local_run(real_config, local_ru
     evaluate = [line for line in lines if "--evaluate" in line]
     assert len(train) == len(list((out / "runs").iterdir())) and not (out / "results.csv").exists()
     assert all(line.startswith("clipshift ") for line in lines)
+    probed = {e["name"] for e in study_plan(load_study_config(real_config)) if "probe" in e["heads"]}
+
+    def refuse(*args, **kwargs):
+        pytest.fail("an --evaluate line checked the training sources or read the probe's images without a probe")
+
     for line in lines[:-1]:  # each a plain command: run them one by one, as a scheduler would
-        assert main(shlex.split(line)[1:] + ["--quiet"]) == 0, line
+        with monkeypatch.context() as patch:
+            if "--evaluate" in line:  # it reads its model and the evaluation sets (and a probe's images) only
+                patch.setattr("clipshift.recipes.study.run.check_sources", refuse)
+                if shlex.split(line)[-1] not in probed:
+                    patch.setattr("clipshift.recipes.study.data.probe_suite", refuse)
+            assert main(shlex.split(line)[1:] + ["--quiet"]) == 0, line
     assert all((out / "runs" / shlex.split(e)[-1] / "eval.csv").is_file() for e in evaluate)
     assert main(shlex.split(lines[-1])[1:] + ["--quiet"]) == 0
     facts = json.loads((out / "facts.json").read_text())

@@ -3,7 +3,7 @@
     clipshift quickstart --out runs/quickstart [--preset tiny] [--config FILE] [key=value ...]
     clipshift world --out DIR [--preset tiny] [--config FILE] [key=value ...]
     clipshift train CONFIG.yaml [key=value ...] [--resume]
-    clipshift study [CONFIG.yaml] --out DIR [--quick] [key=value ...]
+    clipshift study [CONFIG.yaml] --out DIR [--quick] [--plan [--slurm]] [key=value ...]
     clipshift report RUN_DIR [--out FILE]
     clipshift finetune CONFIG.yaml [key=value ...] [--resume]
     clipshift eval --model M [--pretrained P] [--datasets a,b] --data-root DIR | --world DIR [--per-class] --out DIR
@@ -63,7 +63,8 @@ def cmd_study(args) -> int:
     overrides = read_settings(None, _overrides(pairs))  # supervised.epochs=3 → {"supervised": {"epochs": 3}}
     config = load_study_config(path, overrides, quick=args.quick)
     run_study(config, args.out, progress=not args.quiet, quiet=args.quiet, plan_only=args.plan,
-              torchrun=args.torchrun, evaluate_only=args.evaluate)
+              torchrun=args.torchrun, evaluate_only=args.evaluate, prepare_only=args.prepare, slurm=args.slurm,
+              slurm_args=args.slurm_args)
     return 0
 
 
@@ -365,10 +366,17 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("overrides", nargs="*", help="key=value settings, e.g. seeds=[0,1,2,3] train_size=2000")
     st.add_argument("--out", default="runs/study", help="run directory (default: runs/study)")
     st.add_argument("--quick", action="store_true", help="a small version (tiny model and data) for tests and demos")
-    st.add_argument("--plan", action="store_true", help="write DIR/plan.sh (one clipshift train / evaluate command "
-                    "per model, for a scheduler) instead of training; then run `clipshift study` again to finish")
+    st.add_argument("--plan", action="store_true", help="write DIR/plan.sh (blocks of commands: the world's set-up, "
+                    "one clipshift train / evaluate command per model, the report) instead of training; "
+                    "nothing is generated, trained or decoded")
     st.add_argument("--torchrun", type=int, default=0, metavar="N",
                     help="with --plan: training lines as `torchrun --nproc_per_node N -m clipshift train ...`")
+    st.add_argument("--slurm", action="store_true", help="with --plan: also write DIR/plan.slurm; `bash plan.slurm` "
+                    "submits one Slurm array job per block, each after the previous one (logs in DIR/slurm/)")
+    st.add_argument("--slurm-args", default="", metavar="ARGS",
+                    help='with --slurm: options for every sbatch call, e.g. "--partition gpu --gres gpu:1"')
+    st.add_argument("--prepare", action="store_true", help="generate the world, train its reference model and "
+                    "filter the adversarial set only (the plan's first line)")
     st.add_argument("--evaluate", metavar="NAME", help="evaluate the trained model NAME only (a line of plan.sh)")
     st.add_argument("--quiet", action="store_true")
     st.set_defaults(func=cmd_study)

@@ -13,7 +13,7 @@ the published finding it tests (agrees / differs) with what was held equal (trai
 optimizer steps, images seen: every model's budget is in ``summary.csv``).
 
 Re-running the same command into the same folder resumes: the world and every finished run are
-reused. ``--plan`` writes the commands instead of running them (:func:`.plan.write_plan`).
+reused. ``--plan`` writes the commands instead of running them (:mod:`.schedule`).
 """
 
 from .analysis import compare, summarize

@@ -4,13 +4,12 @@
 hypotheses; a SimCLR pre-training precedes its fine-tune). :func:`train_run` turns one into the
 settings of a ``clipshift train`` run (``runs/<name>/train.yaml``): the training distributions'
 sources with this model's subset (``size``, ``subset_seed``: nested across sizes), its labels
-(the source's, or text-matched captions), objective and trainer. :func:`write_plan` writes the
+(the source's, or text-matched captions), objective and trainer. :mod:`.schedule` writes the
 shell commands that train and evaluate every model, for a scheduler.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import asdict
 from pathlib import Path
 
@@ -162,25 +161,3 @@ def train_run(config, entry: dict, runs_dir: Path, distributions: dict[str, list
     if entry.get("init_from"):
         run["init_from"] = str(runs_dir / entry["init_from"] / "model")
     return run
-
-
-def write_plan(path: Path, config_path: Path, run_dir: Path, waves: list[list[dict]], torchrun: int = 0) -> Path:
-    """``plan.sh``: the training commands (wave by wave: a fine-tune after its pre-training), one
-    evaluation command per model, and the final aggregation; every line a plain command."""
-    train = (f"torchrun --standalone --nproc_per_node {torchrun} -m clipshift train" if torchrun
-             else "clipshift train")
-    q = shlex.quote
-    lines = ["#!/usr/bin/env bash", "# The study as independent commands: run each block's lines in any order or in",
-             "# parallel (a Slurm array, a job queue); a block needs the previous one finished.", "set -euo pipefail"]
-    for i, wave in enumerate(waves, 1):
-        lines += ["", f"# {i}. training, wave {i} ({len(wave)} models)"]
-        lines += [f"{train} {q(str(run_dir / 'runs' / e['name'] / 'train.yaml'))} --resume" for e in wave]
-    entries = [e for wave in waves for e in wave if e["heads"]]
-    lines += ["", f"# {len(waves) + 1}. evaluation ({len(entries)} models)"]
-    lines += [f"clipshift study {q(str(config_path))} --out {q(str(run_dir))} --evaluate {q(e['name'])}"
-              for e in entries]
-    lines += ["", f"# {len(waves) + 2}. effective robustness, verdicts, figures and the report",
-              f"clipshift study {q(str(config_path))} --out {q(str(run_dir))}", ""]
-    path.write_text("\n".join(lines))
-    path.chmod(0o755)
-    return path

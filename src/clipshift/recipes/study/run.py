@@ -3,7 +3,9 @@
 1. data (:mod:`.data`): the world generated once per run folder, or real sources and suites;
 2. plan (:mod:`.plan`): every model as a ``clipshift train`` run, ``runs/<name>/train.yaml``;
 3. training, resumable, models in parallel (the SimCLR fine-tunes after their pre-training), or
-   ``--plan``: the commands written for a scheduler instead;
+   ``--plan``: the commands written for a scheduler instead (:mod:`.schedule`), without generating,
+   training or decoding anything; their lines are ``--prepare`` (a generated world's set-up),
+   ``clipshift train``, ``--evaluate NAME`` (one model's scores) and this command again;
 4. evaluation through the one loop (:mod:`clipshift.evaluate`): ``runs/<name>/eval.csv``;
 5. effective robustness, per-configuration summaries over seeds, verdicts (:mod:`.hypotheses`),
    figures, probes and the report.
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from itertools import chain
 import time
 from dataclasses import asdict
@@ -34,10 +37,12 @@ from ...world.captions import BARE_TEMPLATE, ZERO_SHOT_TEMPLATES
 from ..common.runlog import Log, training_cost, versions
 from ..common.training import check_sources, load_train_config, run_training
 from .analysis import cautions, epoch_records, run_budget, summarize, summarize_shifts
-from .data import StudyData, prepare
+from .data import (StudyData, decode_rate, evaluation_data, generated, make_world, plan_data, prepare,
+                   world_domains, world_root)
 from .figures import plot_finetune_curves, plot_hypothesis
 from .hypotheses import REGISTRY
-from .plan import study_plan, train_run, write_plan
+from .plan import study_plan, train_run
+from .schedule import plan_blocks, require_sbatch, write_plan_sh, write_plan_slurm
 from .verdicts import Context
 
 HEAD_SUFFIX = {"ensemble": "", "bare": "_bare", "probe": "_probe", "head": ""}
@@ -147,10 +152,11 @@ def fingerprint_data(config, data: StudyData) -> None:
 
 
 def eval_stamp(entry: dict, folder: Path, data: StudyData) -> dict:
+    """What `entry`'s kept scores were computed from (the probe's training images only for a probe head)."""
     if not data.fingerprints:
         raise RuntimeError("the study's data are not fingerprinted (fingerprint_data) before scores are kept")
-    return {"model": file_digest(folder / "model" / "model.safetensors"), "heads": entry["heads"],
-            **data.fingerprints}
+    prints = {k: v for k, v in data.fingerprints.items() if k != "probe_train" or "probe" in entry["heads"]}
+    return {"model": file_digest(folder / "model" / "model.safetensors"), "heads": entry["heads"], **prints}
 
 
 def kept_scores(entry: dict, folder: Path, data: StudyData) -> list[dict] | None:
@@ -270,25 +276,64 @@ def with_budgets(rows: list[dict], entry: dict, run_dir: Path) -> list[dict]:
     return [{**row, **budget} for row in rows]
 
 
-def setup(config, out, log: Log, progress: bool) -> tuple[Path, StudyData, list[dict]]:
-    """Steps 1–2: the run folder, the data, the plan and every run's train.yaml."""
+def open_run_dir(config, out) -> Path:
+    """The run folder, its settings in config.yaml (written once; another configuration there is refused)."""
     config.validate()
     run_dir = Path(out).absolute()
     text = yaml.safe_dump(asdict(config), sort_keys=False)
     _check_resume(run_dir, text)
     (run_dir / "figures").mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "config.yaml", text)
+    if not (run_dir / "config.yaml").is_file():
+        atomic_write_text(run_dir / "config.yaml", text)
+    return run_dir
+
+
+def _reference_trainer(config, run_dir: Path, progress: bool):
+    from .data import world_sources
+
+    sources = world_sources(world_root(config, run_dir)) if config.data is None else None
+    return _train_reference(config, run_dir, sources, progress)
+
+
+def setup(config, out, log: Log, progress: bool, plan_only: bool = False) -> tuple[Path, StudyData, list[dict]]:
+    """Steps 1–2: the run folder, the data, the plan and every run's train.yaml. With `plan_only` only
+    what the train.yaml name (:func:`.data.plan_data`): nothing generated, trained or decoded; the
+    sources are checked where they are on disk already."""
+    run_dir = open_run_dir(config, out)
     torch.manual_seed(config.seed)
-    sources = None
-    if config.data is None:
-        from .data import world_sources
-        sources = world_sources(Path(config.data_root) if config.data_root else run_dir / "world")
-    data = prepare(config, run_dir, log, progress, _train_reference(config, run_dir, sources, progress))
+    data = plan_data(config, run_dir) if plan_only else \
+        prepare(config, run_dir, log, progress, _reference_trainer(config, run_dir, progress))
     plan = study_plan(config)
     for entry in plan:
         write_train_config(config, entry, run_dir, data.distributions, data.domains)
-    _check_sources(plan, run_dir)
+    if not (plan_only and generated(config)):
+        _check_sources(plan, run_dir)
     return run_dir, data, plan
+
+
+def prepare_world(config, out, log: Log, progress: bool) -> Path:
+    """``--prepare``, the plan's first block: a generated world made, its reference model trained, its
+    adversarial set filtered, the H6 domains listed (each once per run folder). Returns the world's folder."""
+    run_dir = open_run_dir(config, out)
+    torch.manual_seed(config.seed)
+    make_world(config, run_dir, log, progress, _reference_trainer(config, run_dir, progress))
+    if config.data is None and "exposure" in config.hypotheses:
+        world_domains(config, world_root(config, run_dir), run_dir)
+    return world_root(config, run_dir) if config.data is None else run_dir
+
+
+def write_plan(config, out, log: Log, torchrun: int = 0, slurm: bool = False, slurm_args: str = "") -> tuple:
+    """``--plan``: every run's train.yaml and plan.sh (with `slurm`, plan.slurm too). Returns
+    (plan.sh's path, the plan's entries, the study's data as the plan names them)."""
+    python = str(Path(sys.executable).absolute())
+    if slurm:
+        require_sbatch()
+    run_dir, data, plan = setup(config, out, log, progress=False, plan_only=True)
+    blocks = plan_blocks(run_dir / "config.yaml", run_dir, waves(plan), torchrun, prepare=generated(config))
+    path = write_plan_sh(run_dir / "plan.sh", blocks)
+    if slurm:
+        write_plan_slurm(run_dir / "plan.slurm", blocks, run_dir, python, slurm_args)
+    return path, plan, data
 
 
 def _check_sources(plan: list[dict], run_dir: Path) -> None:
@@ -303,23 +348,46 @@ def _check_sources(plan: list[dict], run_dir: Path) -> None:
             check_sources(config)
 
 
+def _decode_bound(config, data: StudyData, passes: float) -> str:
+    """The plan's cost at the lower of the training step's rate and the files' decode rate, measured here:
+    the step's is not known before training, so the decode rate gives a lower bound on the time."""
+    rate = decode_rate(config, data.distributions)
+    if rate is None:
+        return ""
+    seconds = passes / rate.total
+    took = next(f"{seconds / unit:.3g} {name}" for unit, name, below in (
+        (1, "s", 120), (60, "min", 7200), (3600, "hours", 172800), (86400, "days", float("inf"))) if seconds < below)
+    return (f"; training from these files runs at most as fast as they decode here, {rate.total:.0f} img/s on "
+            f"{rate.workers} thread{'s' * (rate.workers > 1)}: at least {took}")
+
+
 def run_study(config, out, *, progress: bool = True, quiet: bool = False, plan_only: bool = False,
-              torchrun: int = 0, evaluate_only: str | None = None) -> Path:
+              torchrun: int = 0, evaluate_only: str | None = None, prepare_only: bool = False, slurm: bool = False,
+              slurm_args: str = "") -> Path:
     """Run (or resume) the study into the folder `out`; return the path of its report.md (with
-    `plan_only`: of plan.sh; with `evaluate_only`: of that model's eval.csv)."""
+    `plan_only`: of plan.sh, and with `slurm` plan.slurm beside it; with `prepare_only`: of the world's
+    folder; with `evaluate_only`: of that model's eval.csv)."""
+    if sum([plan_only, prepare_only, evaluate_only is not None]) > 1:
+        raise ValueError("--plan, --prepare and --evaluate are separate steps: give one of them")
+    if (slurm or slurm_args or torchrun) and not plan_only:
+        raise ValueError("--slurm, --slurm-args and --torchrun shape the plan's commands: give them with --plan")
     check_main_guard(1 if plan_only or evaluate_only else config.jobs, "spawn")  # see clipshift.spawning
     config = config.resolved()
     log = Log(quiet)
-    run_dir, data, plan = setup(config, out, log, progress)
     if plan_only:
-        path = write_plan(run_dir / "plan.sh", run_dir / "config.yaml", run_dir, waves(plan), torchrun)
+        path, plan, data = write_plan(config, out, log, torchrun, slurm, slurm_args)
         if not quiet:
             passes = sum(e["train_size"] * e["epochs"] for e in plan)
-            print(f"plan: {path} ({len(plan)} training runs, {passes:.3g} image passes: size x epochs summed)")
+            print(f"plan: {path} ({len(plan)} training runs, {passes:.3g} image passes: size x epochs summed"
+                  f"{_decode_bound(config, data, passes)})"
+                  + (f"; submit it to Slurm with: bash {path.with_suffix('.slurm')}" if slurm else ""))
         return path
-    fingerprint_data(config, data)  # what kept scores are checked against (not needed for --plan)
+    if prepare_only:
+        return prepare_world(config, out, log, progress)
     if evaluate_only is not None:
-        return _evaluate_one(config, plan, run_dir, data, evaluate_only, quiet)
+        return _evaluate_one(config, out, evaluate_only, quiet, progress)
+    run_dir, data, plan = setup(config, out, log, progress)
+    fingerprint_data(config, data)  # what kept scores are checked against
     outcome = train_all(config, plan, run_dir, data, log, progress)
     results = pd.DataFrame([row for entry in plan for row in with_budgets(outcome["rows"][entry["name"]], entry,
                                                                           run_dir)])
@@ -345,13 +413,19 @@ def run_study(config, out, *, progress: bool = True, quiet: bool = False, plan_o
     return report
 
 
-def _evaluate_one(config, plan, run_dir: Path, data: StudyData, name: str, quiet: bool) -> Path:
+def _evaluate_one(config, out, name: str, quiet: bool, progress: bool) -> Path:
+    """``--evaluate NAME``: one trained model scored; only its evaluation sets are read (and the probe's
+    training images for a probe head): nothing generated, trained or checked besides."""
+    run_dir = open_run_dir(config, out)
+    plan = study_plan(config)
     entry = next((e for e in plan if e["name"] == name), None)
     if entry is None:
         raise ValueError(f"--evaluate {name!r}: no such model in the plan; models: {[e['name'] for e in plan][:8]} ...")
     if not trained(_run_folder(run_dir, name)):
         raise ValueError(f"--evaluate {name}: the model is not trained yet; run its line of plan.sh "
                          f"(clipshift train {_run_folder(run_dir, name) / 'train.yaml'}) first")
+    data = evaluation_data(config, run_dir, entry["heads"], progress)
+    fingerprint_data(config, data)
     evaluate_entry(config, entry, run_dir, data)
     path = _run_folder(run_dir, name) / "eval.csv"
     if not quiet:
