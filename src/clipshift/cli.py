@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .options import dataset_roots, parse_pairs
+from .options import dataset_roots
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -77,87 +77,6 @@ def cmd_world(args) -> int:
     print(f"world: {summary['images_generated']} images written under {args.out} "
           "(training CSVs and ImageFolder evaluation sets; the adversarial set is made by `quickstart`, "
           "which trains the reference model it needs)")
-    return 0
-
-
-def _percent(x: float) -> str:
-    return f"{100 * x:+.1f}"
-
-
-def _names(text: str | None) -> list[str] | None:
-    """A comma-separated list of names (None when not given)."""
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
-
-
-def _results_options(args) -> dict | None:
-    """How the --results table's columns are named (--model-column, --dataset-column, --value-column,
-    --where), for read_results; None when none is given (the format is detected)."""
-    options = {"model_columns": _names(args.model_column), "dataset_column": args.dataset_column,
-               "value_column": args.value_column,
-               "where": parse_pairs(args.where, "--where", "COL=VALUE") or None}
-    options = {k: v for k, v in options.items() if v is not None}
-    return options or None
-
-
-def _print_fits(fits, transform: str) -> None:
-    from .robustness import WEIGHT_PREFIX
-    from .robustness.transforms import CLIP_EPSILON
-
-    print(f"baseline: {int(fits['num_models'].max())} models; {transform} fits "
-          f"(accuracies of exactly 0 or 1 clipped to [{CLIP_EPSILON:g}, 1 - {CLIP_EPSILON:g}]):")
-    weights = [c for c in fits.columns if c.startswith(WEIGHT_PREFIX)]
-    for fit in fits.to_dict("records"):
-        if weights:
-            terms = ", ".join(f"{c[len(WEIGHT_PREFIX):]} {fit[c]:.3f}" for c in weights)
-            print(f"  {fit['dataset']:<18} weights {terms}  intercept {fit['intercept']:7.3f}  R² {fit['r2']:.3f}  "
-                  f"({fit['num_models']} models)")
-        else:
-            print(f"  {fit['dataset']:<18} vs {fit['id_dataset']:<12} slope {fit['slope']:6.3f}  intercept "
-                  f"{fit['intercept']:7.3f}  R² {fit['r2']:.3f}  ({fit['num_models']} models)")
-
-
-def cmd_er(args) -> int:
-    import warnings
-
-    from .robustness import effective_robustness, plot_all
-    from .io import atomic_write_text
-    from .robustness.tables import BASELINE_SELECTORS
-
-    selector = BASELINE_SELECTORS.get(args.baseline_filter, args.baseline_filter)
-    ids = _names(args.id_dataset) or ["imagenet"]
-    id_for = {k: v.strip() for k, v in parse_pairs(args.id_for, "--id-for", "SHIFT=DATASET").items()}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        er, fits = effective_robustness(args.results, args.baseline, id_dataset=ids[0] if len(ids) == 1 else ids,
-                                        shifts=_names(args.shifts), id_datasets=id_for, baseline_filter=selector,
-                                        transform=args.transform, n_bootstrap=args.bootstrap, seed=args.seed,
-                                        confidence=args.confidence, return_fits=True,
-                                        results_options=_results_options(args), baseline_strata=args.baseline_strata,
-                                        allow_mixed_protocols=args.allow_mixed_protocols)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "er.csv", er.to_csv(index=False))
-    atomic_write_text(out / "fits.csv", fits.to_csv(index=False))
-    figures = plot_all(er, fits, out, transform=args.transform)
-
-    for note in er.attrs.get("notes", []):
-        print(f"note: {note}")
-    _print_fits(fits, args.transform)
-    if er.attrs.get("protocols"):
-        print("protocols (per dataset; each row's prompts and preprocessing are in the results' protocol column):")
-        for dataset, protocol in er.attrs["protocols"].items():
-            print(f"  {dataset:<18} {protocol}")
-    if er.attrs.get("skipped_shifts"):
-        print(f"skipped (fewer than 2 baseline models with results): {', '.join(er.attrs['skipped_shifts'])}")
-    avg = er[(er["dataset"] == "average") & ~er["is_baseline"]].nlargest(args.top, "effective_robustness")
-    if len(avg):
-        print(f"highest average effective robustness (pp, {100 * args.confidence:g}% interval):")
-        for row in avg.to_dict("records"):
-            id_text = (f"id {100 * row['id_accuracy']:.1f}%" if len(ids) == 1 else
-                       ", ".join(f"{d} {100 * row[f'id_accuracy_{d}']:.1f}%" for d in ids))
-            print(f"  {_percent(row['effective_robustness']):>6} [{_percent(row['ci_low'])}, "
-                  f"{_percent(row['ci_high'])}]  {row['model']}  ({id_text}, shifts {100 * row['shift_accuracy']:.1f}%)")
-    print(f"wrote {out / 'er.csv'}, {out / 'fits.csv'} and {len(figures)} plots in {out}")
     return 0
 
 
@@ -302,52 +221,6 @@ def _add_eval_parser(sub) -> None:
     ev.set_defaults(func=cmd_eval)
 
 
-def _add_er_parser(sub) -> None:
-    er = sub.add_parser("er", help="effective robustness of every model in a results table above a baseline",
-                        description="Effective robustness (Taori et al. 2020; over several id test sets, Shi et al. "
-                                    "2023) from this project's results.csv or a published table: open_clip's "
-                                    "openclip_results.csv, a folder of timm results-*.csv files, CLIP_benchmark JSON "
-                                    "(a file or a folder) or its built CSV, JSON lines with one object per model, or "
-                                    "any long table whose columns are named with --model-column, --dataset-column "
-                                    "and --value-column.")
-    er.add_argument("--results", required=True, type=Path, help="results table (file or folder)")
-    er.add_argument("--model-column", metavar="COL[,COL...]",
-                    help="--results is a long table: the column(s) naming the model, several joined with '/' "
-                         "(default model, and pretrained when present)")
-    er.add_argument("--dataset-column", metavar="COL", help="--results is a long table: its dataset column")
-    er.add_argument("--value-column", metavar="COL",
-                    help="--results is a long table: its accuracy column (default value, top1 or acc1)")
-    er.add_argument("--where", action="append", metavar="COL=VALUE",
-                    help="--results is a long table: keep its rows whose COL is VALUE (repeatable)")
-    er.add_argument("--baseline", type=Path,
-                    help="table of baseline models (format detected; default: rows of --results whose group is "
-                         "'baseline')")
-    er.add_argument("--baseline-filter",
-                    help="keep baseline models whose id matches this regular expression, or 'in1k-only' "
-                         "(timm models trained on ImageNet-1k alone, by their pretrained tag)")
-    er.add_argument("--id-dataset", default="imagenet",
-                    help="in-distribution dataset (default: imagenet), or several comma-separated (A,B): ER "
-                         "above the plane fitted over all of them (Shi et al. 2023)")
-    er.add_argument("--id-for", action="append", metavar="SHIFT=DATASET",
-                    help="another id dataset for one shift, e.g. imagenet-r=imagenet-r-classes (repeatable; "
-                         "one id dataset only)")
-    er.add_argument("--shifts", help="comma-separated shift datasets (default: the natural shifts present for "
-                                     "imagenet, else every other dataset)")
-    er.add_argument("--transform", default="logit", choices=("logit", "probit"))
-    er.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
-    er.add_argument("--baseline-strata", metavar="COL",
-                    help="stratified bootstrap: resample the baseline models within each value of this metadata "
-                         "column (e.g. train_distribution), so every draw keeps each group's number of models")
-    er.add_argument("--allow-mixed-protocols", action="store_true",
-                    help="fit and compare rows of one dataset measured under different protocols (class space, "
-                         "number of images, ObjectNet's crop, ImageNet-V2's variant); refused by default")
-    er.add_argument("--confidence", type=float, default=0.95, help="interval level (default 0.95)")
-    er.add_argument("--seed", type=int, default=0)
-    er.add_argument("--top", type=int, default=10, help="models listed in the printed summary (default 10)")
-    er.add_argument("--out", required=True, type=Path, help="folder for er.csv, fits.csv and the plots")
-    er.set_defaults(func=cmd_er)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clipshift", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -404,7 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--quiet", action="store_true")
     ft.set_defaults(func=cmd_finetune)
     _add_eval_parser(sub)
-    _add_er_parser(sub)
+    from .cli_er import add_parser as add_er_parser
+
+    add_er_parser(sub)
     rep = sub.add_parser("report", help="a run directory's report.md as one self-contained, printable report.html",
                          description="Render RUN_DIR/report.md to HTML with every figure embedded, the configuration "
                                      "and the versions appended; the file opens offline and prints cleanly.")
