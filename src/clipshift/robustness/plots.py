@@ -18,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..io import atomic_write
 from .baseline import bootstrap_lines
+from .colours import BASELINE_COLOUR, COLOURS, run_colours
 from .effective import AVERAGE, WEIGHT_PREFIX
 from .transforms import get_transform
 
@@ -27,8 +28,6 @@ TICK_SETS = (  # finest first; the finest set with at most MAX_TICKS ticks in ra
     [0.001, 0.01, 0.1, 0.3, 0.5, 0.7, 0.9, 0.99, 0.999],
 )
 MAX_TICKS = 8
-COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
-BASELINE_COLOUR = "#7f7f7f"
 BAND_DRAWS, BAND_SEED, BAND_LEVEL = 500, 0, 0.95
 FIGSIZE, DPI = (6.4, 5.6), 150  # → 960 × 840 pixels
 MAX_LABELLED = 10  # with more non-baseline models than this, only the ones with the highest ER are named
@@ -83,8 +82,10 @@ def _labelled(others: pd.DataFrame, label_models) -> set:
     return set(others.nlargest(MAX_LABELLED, "effective_robustness")["model"])
 
 
-def _draw_models(ax, rows: pd.DataFrame, t, label_models) -> bool:
-    """Scatter baseline and other models; returns whether "auto" labelled only some of them."""
+def _draw_models(ax, rows: pd.DataFrame, t, label_models, colours=None) -> bool:
+    """Scatter baseline and other models, a group in its colour of `colours` (group → colour; groups
+    it lacks, or all without it, numbered in sorted order: :func:`.colours.run_colours`); returns
+    whether "auto" labelled only some of them."""
     base = rows[rows["is_baseline"].astype(bool)]
     many = len(base) > 60
     ax.scatter(t.forward(base["id_accuracy"]), t.forward(base["shift_accuracy"]), color=BASELINE_COLOUR,
@@ -94,11 +95,11 @@ def _draw_models(ax, rows: pd.DataFrame, t, label_models) -> bool:
     groups = others["group"].fillna("other").astype(str) if "group" in others else pd.Series("other", others.index)
     named = _labelled(others, label_models)
     crowded = len(others) > 40
-    labels = []
-    for i, group in enumerate(sorted(groups.unique())):
+    labels, colours = [], run_colours(rows, given=colours)
+    for group in sorted(groups.unique()):
         part = others[groups == group]
         px, py = t.forward(part["id_accuracy"]), t.forward(part["shift_accuracy"])
-        ax.errorbar(px, py, yerr=_error_bars(part, py, t), fmt="o", color=COLOURS[i % len(COLOURS)],
+        ax.errorbar(px, py, yerr=_error_bars(part, py, t), fmt="o", color=colours[group],
                     ms=4 if crowded else 7, capsize=0 if crowded else 3, elinewidth=0.6 if crowded else 1.0,
                     alpha=0.8 if crowded else 1.0, label=f"{group} ({len(part)})" if crowded else group, zorder=4)
         labels += [(str(n), a, b) for n, a, b in zip(part["model"], px, py) if n in named]
@@ -154,20 +155,22 @@ def save_png_atomic(fig: Figure, path, dpi: int = DPI) -> Path:
 
 
 def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, *, title=None,
-                              transform: str = "logit", label_models="auto", overlay=None) -> Path:
+                              transform: str = "logit", label_models="auto", overlay=None, colours=None) -> Path:
     """Draw the ER plot of `dataset` (a shift or ``average``) from the tables of
     ``compute_effective_robustness`` to the PNG `path` (960 × 840 px); returns the path.
 
     `label_models`: True names every non-baseline model, False none, ``"auto"`` all of them when
     there are at most ``MAX_LABELLED``, else the ``MAX_LABELLED`` with the highest ER, or a collection
     of the model names to write. `overlay`: a function ``(ax, transform)`` that draws more in axis
-    space (e.g. a path through some of the models) before the legend is made."""
+    space (e.g. a path through some of the models) before the legend is made. `colours`: group →
+    colour shared by a run's figures (:func:`~clipshift.robustness.colours.run_colours`); default:
+    this figure's groups numbered in sorted order."""
     rows = er[er["dataset"] == dataset]
     if rows.empty or dataset not in set(fits["dataset"]):
         raise ValueError(f"dataset {dataset!r} not in er/fits; datasets: {sorted(fits['dataset'])}")
     if _weights(fits.set_index("dataset").loc[dataset]):
         return plot_multi_id_fit(er, fits, dataset, path, title=title, transform=transform,
-                                 label_models=label_models)
+                                 label_models=label_models, colours=colours)
     t = get_transform(transform)
     x, y = t.forward(rows["id_accuracy"]), t.forward(rows["shift_accuracy"])
     lo, hi = _padded_limits(x, y)
@@ -185,7 +188,7 @@ def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str
         title = "Effective robustness: average over\n" + ", ".join(shifts)
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    some = _draw_models(ax, rows, t, label_models)
+    some = _draw_models(ax, rows, t, label_models, colours)
     if overlay is not None:
         overlay(ax, t)
     id_dataset = str(rows["id_dataset"].iloc[0]) if "id_dataset" in rows else "in-distribution"
@@ -209,12 +212,13 @@ def _plane_text(fit: pd.Series, t) -> str:
 
 
 def plot_multi_id_fit(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, *, title=None,
-                      transform: str = "logit", label_models="auto") -> Path:
+                      transform: str = "logit", label_models="auto", colours=None) -> Path:
     """The multi-ID fit of Shi et al. for `dataset` as a PNG at `path` (960 × 840 px): each model's shift
     accuracy (y) against the plane's prediction from its id accuracies (x), both on the `transform`
     scale with % ticks. y = x is the plane itself, so the baseline models' scatter about it shows the
     fit (R² and the plane's equation in the legend) and a model's height above it is its effective
-    robustness, drawn with its interval. Returns the path."""
+    robustness, drawn with its interval. `colours`: as for :func:`plot_effective_robustness`. Returns
+    the path."""
     rows = er[er["dataset"] == dataset]
     if rows.empty or dataset not in set(fits["dataset"]):
         raise ValueError(f"dataset {dataset!r} not in er/fits; datasets: {sorted(fits['dataset'])}")
@@ -233,7 +237,7 @@ def plot_multi_id_fit(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, 
             label=f"y = x: the plane (R² {fit['r2']:.2f}, {int(fit['num_models'])} models)\n{_plane_text(fit, t)}")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    some = _draw_models(ax, shown, t, label_models)
+    some = _draw_models(ax, shown, t, label_models, colours)
     ids = " + ".join(_weights(fit))
     set_axes(ax, lo, hi, t, dataset, ids, title or f"Effective robustness over {len(_weights(fit))} id sets "
               f"({ids}):\n{'average over shifts' if dataset == AVERAGE else dataset}")
@@ -247,7 +251,9 @@ def plot_multi_id_fit(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, 
 
 def plot_all(er: pd.DataFrame, fits: pd.DataFrame, out_dir, **kwargs) -> list[Path]:
     """One ``er_<dataset>.png`` per dataset in `fits` under `out_dir` (created), ``average`` first.
-    Characters other than letters, digits, ``._-`` in a dataset name become ``_`` in the file name."""
+    Characters other than letters, digits, ``._-`` in a dataset name become ``_`` in the file name.
+    The figures share one group → colour mapping, ``colours`` in `kwargs` or ``run_colours(er)``."""
+    kwargs["colours"] = run_colours(er, given=kwargs.get("colours"))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     datasets = sorted(fits["dataset"], key=lambda d: (d != AVERAGE, str(d)))
