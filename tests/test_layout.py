@@ -41,7 +41,8 @@ STAGES = [
     ("report", "report.md → report.html", ("clipshift.report_html",)),
     ("recipes", "quickstart, study, fine-tuning, `clipshift train` and their reports", ("clipshift.recipes",)),
     ("cli", "the `clipshift` command",
-     ("clipshift.cli", "clipshift.cli_probe", "clipshift.cli_aline", "clipshift.cli_er", "clipshift.__main__")),
+     ("clipshift.cli", "clipshift.cli_probe", "clipshift.cli_aline", "clipshift.cli_er", "clipshift.cli_explore",
+      "clipshift.__main__")),
 ]
 HEAVY = ("torch", "torchvision", "open_clip", "timm", "safetensors")
 

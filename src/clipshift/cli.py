@@ -288,9 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
     from .cli_probe import add_parser as add_probe_parser
     from .cli_aline import add_parser as add_aline_parser
+    from .cli_explore import add_parser as add_explore_parser
 
     add_probe_parser(sub)
     add_aline_parser(sub)
+    add_explore_parser(sub)
     return parser
 
 
