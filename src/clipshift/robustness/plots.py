@@ -92,10 +92,13 @@ def _draw_models(ax, rows: pd.DataFrame, t, label_models, colours=None) -> bool:
                s=8 if many else 28, alpha=0.5 if many else 1.0, lw=0, label=f"baseline models ({len(base)})",
                zorder=3)
     others = rows[~rows["is_baseline"].astype(bool)]
+    labels, colours = [], run_colours(rows, given=colours)
+    if "role" in others:  # reference models (published, --compare): small, faint, unnamed, below the user's
+        _draw_references(ax, others[others["role"] == "reference"], t, colours)
+        others = others[others["role"] != "reference"]
     groups = others["group"].fillna("other").astype(str) if "group" in others else pd.Series("other", others.index)
     named = _labelled(others, label_models)
     crowded = len(others) > 40
-    labels, colours = [], run_colours(rows, given=colours)
     for group in sorted(groups.unique()):
         part = others[groups == group]
         px, py = t.forward(part["id_accuracy"]), t.forward(part["shift_accuracy"])
@@ -105,6 +108,16 @@ def _draw_models(ax, rows: pd.DataFrame, t, label_models, colours=None) -> bool:
         labels += [(str(n), a, b) for n, a, b in zip(part["model"], px, py) if n in named]
     _place_labels(ax, labels, fontsize=6 if crowded else 7)
     return isinstance(label_models, str) and 0 < len(named) < len(others)
+
+
+def _draw_references(ax, refs: pd.DataFrame, t, colours: dict) -> None:
+    """Reference models (``role`` reference): dots in their group's colour, small and faint, without
+    intervals or names, so that hundreds of them leave the user's models readable."""
+    groups = refs["group"].fillna("other").astype(str) if "group" in refs else pd.Series("other", refs.index)
+    for group in sorted(groups.unique()):
+        part = refs[groups == group]
+        ax.scatter(t.forward(part["id_accuracy"]), t.forward(part["shift_accuracy"]), color=colours[group], s=7,
+                   alpha=0.35, lw=0, label=f"reference: {group} ({len(part)})", zorder=3.5)
 
 
 def _place_labels(ax, labels: list, fontsize: float) -> None:
