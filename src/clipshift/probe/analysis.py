@@ -266,9 +266,10 @@ def _join_effective_robustness(summary: pd.DataFrame, er: pd.DataFrame | None) -
 
 # --- writing -----------------------------------------------------------------------------------------------------
 
-def write_outputs(result: ProbeResult, out_dir, *, title_suffix: str = "") -> list[Path]:
+def write_outputs(result: ProbeResult, out_dir, *, title_suffix: str = "", colours=None) -> list[Path]:
     """``out_dir/probe.csv`` and the figures under ``out_dir/figures/`` (the kurtosis-vs-ER plot
-    only when some model has an effective robustness, the CKA plot only with 2+ models)."""
+    only when some model has an effective robustness, the CKA plot only with 2+ models); `colours`:
+    group → colour shared with the run's other figures (:func:`clipshift.robustness.colours.run_colours`)."""
     from .plots import plot_cka, plot_kurtosis_vs_er, plot_magnitudes
 
     out_dir = Path(out_dir)
@@ -277,10 +278,10 @@ def write_outputs(result: ProbeResult, out_dir, *, title_suffix: str = "") -> li
     atomic_write_text(out_dir / "probe.csv", result.table.to_csv(index=False))
     groups = dict(zip(result.summary["model"], result.summary["group"].astype(str)))
     figures = [plot_magnitudes(result.profiles, figures_dir / FIGURES["magnitudes"], groups=groups,
-                               ratio=result.config.outlier_ratio,
+                               ratio=result.config.outlier_ratio, colours=colours,
                                title=f"Per-dimension magnitudes of h on `{result.id_dataset}`{title_suffix}")]
     if result.summary["effective_robustness"].notna().any():
-        figures.append(plot_kurtosis_vs_er(result.summary, figures_dir / FIGURES["kurtosis_vs_er"]))
+        figures.append(plot_kurtosis_vs_er(result.summary, figures_dir / FIGURES["kurtosis_vs_er"], colours=colours))
     if result.cka is not None:
         figures.append(plot_cka(result.cka, figures_dir / FIGURES["cka"],
                                 title=f"Linear CKA of h on `{result.id_dataset}`"))

@@ -14,25 +14,29 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..robustness.plots import BASELINE_COLOUR, COLOURS, save_png_atomic
+from ..robustness.colours import BASELINE_COLOUR, assign_colours
+from ..robustness.plots import save_png_atomic
 
 DPI = 150
 
 
-def _group_colours(groups: Mapping[str, str]) -> dict[str, str]:
-    """Model → colour: baseline models grey, other groups in the package's palette."""
+def _group_colours(groups: Mapping[str, str], colours: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Model → colour: baseline models grey, other groups in their colour of `colours` (group →
+    colour, the run's: :func:`~clipshift.robustness.colours.run_colours`), the groups it lacks in the
+    package's palette around it."""
     names = sorted({g for g in groups.values() if g != "baseline"})
-    palette = {g: COLOURS[i % len(COLOURS)] for i, g in enumerate(names)}
+    palette = assign_colours([names], given={g: c for g, c in (colours or {}).items() if g in names})
     return {m: BASELINE_COLOUR if g == "baseline" else palette[g] for m, g in groups.items()}
 
 
 def plot_magnitudes(profiles: Mapping[str, np.ndarray], path, *, groups: Mapping[str, str] | None = None,
-                    ratio: float | None = None, title: str | None = None) -> Path:
+                    ratio: float | None = None, title: str | None = None,
+                    colours: Mapping[str, str] | None = None) -> Path:
     """Per model, the mean |activation| of every dimension divided by the median dimension's,
     sorted from largest (log scale): outlier features stand out at the left. `ratio` draws the
-    outlier threshold."""
+    outlier threshold; `colours`: group → colour of the run's figures."""
     groups = dict(groups or {m: m for m in profiles})
-    colours = _group_colours({m: groups.get(m, m) for m in profiles})
+    colours = _group_colours({m: groups.get(m, m) for m in profiles}, colours)
     fig = Figure(figsize=(7.2, 4.6))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
@@ -54,16 +58,18 @@ def plot_magnitudes(profiles: Mapping[str, np.ndarray], path, *, groups: Mapping
     return save_png_atomic(fig, path, dpi=DPI)
 
 
-def plot_kurtosis_vs_er(summary: pd.DataFrame, path, *, title: str | None = None) -> Path:
+def plot_kurtosis_vs_er(summary: pd.DataFrame, path, *, title: str | None = None,
+                        colours: Mapping[str, str] | None = None) -> Path:
     """One point per model: mean kurtosis of h on the in-distribution set (horizontal bar: 95%
     interval of the mean) against average effective robustness in pp (vertical bar: its interval).
     `summary` columns: model, group, kurtosis_mean, kurtosis_sem, effective_robustness
-    [, ci_low, ci_high] (fractions); models without ER are left out."""
+    [, ci_low, ci_high] (fractions); models without ER are left out. `colours`: group → colour of
+    the run's figures."""
     rows = summary.dropna(subset=["effective_robustness", "kurtosis_mean"])
     fig = Figure(figsize=(6.4, 4.8))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    colours = _group_colours(dict(zip(rows["model"], rows["group"].astype(str))))
+    colours = _group_colours(dict(zip(rows["model"], rows["group"].astype(str))), colours)
     for group in sorted(rows["group"].astype(str).unique(), key=lambda g: (g != "baseline", g)):
         part = rows[rows["group"].astype(str) == group]
         y = 100 * part["effective_robustness"].to_numpy(float)

@@ -26,6 +26,7 @@ import torch
 from ..data import load_images
 from ..evaluate.heads import HeadSpec, build_head
 from ..progress import progress_bar
+from ..robustness.colours import run_colours
 from ..world.captions import ZERO_SHOT_TEMPLATES
 from .activations import collect_activations
 from .analysis import ModelProbe, ProbeConfig, ProbeResult, analyze, markdown_section, relative_figure_dir, write_outputs
@@ -141,7 +142,7 @@ def probe_run(run_dir, out_dir=None, *, max_images: int = 600, concept_images: i
                               f"concepts from the world's scene attributes on {len(concept_labels)} of them "
                               f"({concept_labels.shape[1]} concepts).",
                     "models": len(probes)}
-    write_outputs(result, out_dir)
+    write_outputs(result, out_dir, colours=run_colours(er))  # the colours of the run's ER figures
     result.facts["seconds"] = time.perf_counter() - start
     figure_dir = relative_figure_dir(markdown_dir if markdown_dir is not None else out_dir, out_dir)
     result.markdown = markdown_section(result, figure_dir=figure_dir)

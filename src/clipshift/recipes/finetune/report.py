@@ -11,7 +11,7 @@ import pandas as pd
 from ...io import atomic_write_text
 from ...formatting import markdown_table, pct, pp
 from ...robustness import AVERAGE, plot_effective_robustness
-from ...robustness.plots import COLOURS
+from ...robustness.colours import BASELINE_COLOUR, run_colours
 from .config import GROUP, MODEL_NAME, WISE_GROUP, ZERO_SHOT
 
 
@@ -39,11 +39,13 @@ def plot_wise(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, path_mod
                    label=f"highest shift accuracy on the path (α = {alphas[i]:g})")
 
     named = {ZERO_SHOT, endpoint, best, *MODEL_NAME.values()}
-    groups = sorted(er.loc[~er["is_baseline"].astype(bool), "group"].fillna("other").astype(str).unique())
-    colour = COLOURS[groups.index(WISE_GROUP) % len(COLOURS)] if WISE_GROUP in groups else "black"
+    colours = run_colours(er)  # the run's: the path in its points' colour
+    colour = colours.get(WISE_GROUP, BASELINE_COLOUR)
+    colour = "black" if colour == BASELINE_COLOUR else colour  # no WiSE-FT point off the baseline
     where = "average over shifts" if dataset == AVERAGE else dataset
     title = f"WiSE-FT between the zero-shot and the fine-tuned model ({endpoint})\n{where}"
-    return plot_effective_robustness(er, fits, dataset, path, title=title, label_models=named, overlay=overlay)
+    return plot_effective_robustness(er, fits, dataset, path, title=title, label_models=named, overlay=overlay,
+                                     colours=colours)
 
 
 def _change(before: float, after: float, what: str, fmt) -> str:

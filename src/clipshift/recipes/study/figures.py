@@ -8,16 +8,27 @@ import numpy as np
 import pandas as pd
 
 from ...robustness.effective import AVERAGE
-from ...robustness.plots import BASELINE_COLOUR, COLOURS, fit_curve, save_png_atomic, set_axes
+from ...robustness.colours import BASELINE_COLOUR, COLOURS, assign_colours
+from ...robustness.plots import fit_curve, save_png_atomic, set_axes
 from ...robustness.transforms import get_transform
-from .hypotheses import Hypothesis
+from .hypotheses import REGISTRY, Hypothesis
+
+
+def config_colours(rows_of: dict[str, list[dict]]) -> dict[str, str]:
+    """Configuration → colour for all the hypothesis figures of a run (`rows_of`: hypothesis name →
+    its rows): one configuration has one colour in every figure, those of one figure differ
+    (:func:`~clipshift.robustness.colours.assign_colours`). The per-shift figure colours its two
+    roles (with and without the shift's domain), not configurations, and is left out."""
+    return assign_colours([r["config"] for r in rows] for name, rows in rows_of.items()
+                          if REGISTRY[name].axis != "shift")
 
 
 def plot_hypothesis(hypothesis: Hypothesis, rows: list[dict], er: pd.DataFrame, fits: pd.DataFrame, path: Path,
-                    id_dataset: str) -> Path:
+                    id_dataset: str, colours: dict | None = None) -> Path:
     """Left: average-shift vs ID accuracy (logit axes) with the baseline models and fit, each seed's
     model small and each configuration's mean large (joined along a sweep). Right: ER per
-    configuration with its interval over seeds and the seeds as dots."""
+    configuration with its interval over seeds and the seeds as dots. `colours`: configuration →
+    colour shared by the run's figures (:func:`config_colours`; default: the rows' in order)."""
     if hypothesis.axis == "shift":
         return plot_per_shift(hypothesis, rows, er, path)
     t = get_transform("logit")
@@ -41,7 +52,7 @@ def plot_hypothesis(hypothesis: Hypothesis, rows: list[dict], er: pd.DataFrame, 
     ax.scatter(t.forward(base["id_accuracy"]), t.forward(base["shift_accuracy"]), color=BASELINE_COLOUR, s=28,
                lw=0, label=f"baseline models ({len(base)})", zorder=3)
     ordered = hypothesis.axis != "categorical"
-    colours = {k: COLOURS[i % len(COLOURS)] for i, k in enumerate(keys)}
+    colours = assign_colours([keys], given={k: c for k, c in (colours or {}).items() if k in keys})
     means = []
     for row in rows:
         part = mine[mine["config"] == row["config"]]
