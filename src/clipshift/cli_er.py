@@ -9,7 +9,9 @@ Reusable by other commands: :func:`add_er_options` puts the option set on any pa
 from __future__ import annotations
 
 import argparse
+import json
 import warnings
+from importlib import resources
 from pathlib import Path
 
 from .options import parse_pairs
@@ -19,6 +21,37 @@ DESCRIPTION = ("Effective robustness (Taori et al. 2020; over several id test se
                "results-*.csv files, CLIP_benchmark JSON (a file or a folder) or its built CSV, JSON lines with one "
                "object per model, or any long table whose columns are named with --model-column, --dataset-column "
                "and --value-column.")
+
+
+class _Formatter(argparse.HelpFormatter):
+    """Wraps the description's paragraphs, keeps its line breaks (the shipped tables' lines)."""
+
+    def _fill_text(self, text, width, indent):
+        import textwrap
+
+        out = []
+        for line in text.splitlines():
+            lead = indent + line[:len(line) - len(line.lstrip())]
+            out.append(textwrap.fill(line.strip(), width, initial_indent=lead,
+                                     subsequent_indent=lead + ("  " if lead.strip(" ") != lead else "")))
+        return "\n".join(out)
+
+
+def shipped_tables() -> str:
+    """One line per published table shipped with the package (source, version, licence, models), read from
+    its manifest without importing pandas; for ``--help``."""
+    path = resources.files("clipshift").joinpath("robustness", "published_tables", "manifest.json")
+    try:
+        tables = json.loads(path.read_text(encoding="utf-8"))["tables"]
+    except (OSError, ValueError, KeyError) as error:  # a broken install: say so, still parse
+        return f"shipped tables (--baseline published, --compare NAME): not readable ({error})"
+    lines = ["shipped tables (--baseline published, --compare NAME; offline):"]
+    for entry in tables.values():
+        base = f"; {entry['in1k_only_models']} trained on ImageNet-1k alone, the baseline" \
+            if "in1k_only_models" in entry else ""
+        lines.append(f"  {entry['title']} ({entry['models']} models{base}): {entry['upstream']}, "
+                     f"{entry['upstream_path']}; {entry['version']}; licence {entry['licence']}")
+    return "\n".join(lines)
 
 
 def _percent(x: float) -> str:
@@ -53,9 +86,13 @@ def add_er_options(parser: argparse.ArgumentParser, *, out_help: str = "folder f
                         help="--results is a long table: its accuracy column (default value, top1 or acc1)")
     parser.add_argument("--where", action="append", metavar="COL=VALUE",
                         help="--results is a long table: keep its rows whose COL is VALUE (repeatable)")
-    parser.add_argument("--baseline", type=Path,
-                        help="table of baseline models (format detected; default: rows of --results whose group "
-                             "is 'baseline')")
+    parser.add_argument("--baseline", metavar="TABLE|published",
+                        help="table of baseline models (format detected), or 'published': the shipped timm models "
+                             "trained on ImageNet-1k alone (a folder named published: ./published); default: rows "
+                             "of --results whose group is 'baseline'")
+    parser.add_argument("--compare", action="append", metavar="NAME[,NAME...]",
+                        help="reference models beside yours, never in the fit: published (every shipped model), "
+                             "openclip, timm, or a results file (repeatable or comma-separated)")
     parser.add_argument("--baseline-filter",
                         help="keep baseline models whose id matches this regular expression, or 'in1k-only' "
                              "(timm models trained on ImageNet-1k alone, by their pretrained tag)")
@@ -82,6 +119,14 @@ def add_er_options(parser: argparse.ArgumentParser, *, out_help: str = "folder f
     return parser
 
 
+def baseline_table(value: str | None):
+    """--baseline's value: None, ``"published"`` (the shipped tables, see :mod:`clipshift.robustness.published`)
+    or a path."""
+    if value is None or value.strip().lower() == "published":
+        return value and "published"
+    return Path(value)
+
+
 def compute_er(args):
     """``(er, fits)`` for options parsed by a parser carrying :func:`add_er_options`; nothing written or
     printed (the readers' notes are in ``er.attrs["notes"]``)."""
@@ -93,7 +138,8 @@ def compute_er(args):
     id_for = {k: v.strip() for k, v in parse_pairs(args.id_for, "--id-for", "SHIFT=DATASET").items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        er, fits = effective_robustness(args.results, args.baseline, id_dataset=ids[0] if len(ids) == 1 else ids,
+        er, fits = effective_robustness(args.results, baseline_table(args.baseline),
+                                        id_dataset=ids[0] if len(ids) == 1 else ids, compare=args.compare,
                                         shifts=names(args.shifts), id_datasets=id_for, baseline_filter=selector,
                                         transform=args.transform, n_bootstrap=args.bootstrap, seed=args.seed,
                                         confidence=args.confidence, return_fits=True,
@@ -132,7 +178,15 @@ def print_summary(er, fits, args) -> None:
     if er.attrs.get("skipped_shifts"):
         print(f"skipped (fewer than 2 baseline models with results): {', '.join(er.attrs['skipped_shifts'])}")
     ids = names(args.id_dataset) or ["imagenet"]
-    avg = er[(er["dataset"] == "average") & ~er["is_baseline"]].nlargest(getattr(args, "top", 10), "effective_robustness")
+    avg = er[(er["dataset"] == "average") & ~er["is_baseline"]]
+    if "role" in avg and (avg["role"] == "user").any():  # the user's models; the reference models in a line
+        refs = avg[avg["role"] == "reference"]
+        if len(refs):
+            top = refs.loc[refs["effective_robustness"].idxmax()]
+            print(f"reference models (never in the fit): {len(refs)} with an average ER, in er.csv (role "
+                  f"reference); highest {_percent(top['effective_robustness'])} pp, {top['model']}")
+        avg = avg[avg["role"] == "user"]
+    avg = avg.nlargest(getattr(args, "top", 10), "effective_robustness")
     if len(avg):
         print(f"highest average effective robustness (pp, {100 * args.confidence:g}% interval):")
         for row in avg.to_dict("records"):
@@ -160,7 +214,7 @@ def cmd_er(args) -> int:
 def add_parser(sub) -> argparse.ArgumentParser:
     """The ``er`` sub-command on `sub` (the sub-parsers of ``clipshift``)."""
     er = sub.add_parser("er", help="effective robustness of every model in a results table above a baseline",
-                        description=DESCRIPTION)
+                        description=DESCRIPTION + "\n\n" + shipped_tables(), formatter_class=_Formatter)
     add_er_options(er)
     er.add_argument("--top", type=int, default=10, help="models listed in the printed summary (default 10)")
     er.set_defaults(func=cmd_er)

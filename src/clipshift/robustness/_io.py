@@ -7,6 +7,7 @@ the line and the column.
 
 from __future__ import annotations
 
+import gzip
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +20,35 @@ class TableFormatError(ValueError):
     """A results table whose format could not be recognised or whose content is invalid."""
 
 
+def is_gzip(path: Path) -> bool:
+    """Whether `path` is a gzip-compressed file (``.gz``: read as the text it holds)."""
+    return Path(path).suffix.lower() == ".gz"
+
+
+def base_suffix(path: Path) -> str:
+    """The suffix of `path` without a ``.gz`` ending, lower case (``results.tsv.gz`` → ``.tsv``)."""
+    path = Path(path)
+    return (path.with_suffix("") if is_gzip(path) else path).suffix.lower()
+
+
+def stem_of(path: Path) -> str:
+    """The name of `path` without its suffix and a ``.gz`` ending (``mine.csv.gz`` → ``mine``)."""
+    path = Path(path)
+    return (path.with_suffix("") if is_gzip(path) else path).stem
+
+
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+
+
 def check_text(path: Path, expected: str) -> None:
     """Raise TableFormatError naming `path` and what was `expected` when the file is not UTF-8 text
     (a NUL byte or undecodable bytes in its first ``SNIFF_BYTES``)."""
-    with open(path, "rb") as f:
-        head = f.read(SNIFF_BYTES)
+    try:
+        with _open_bytes(path) as f:
+            head = f.read(SNIFF_BYTES)
+    except (OSError, EOFError) as error:  # a .gz that is not gzip, or cut short
+        raise TableFormatError(f"{path}: not a readable gzip file ({error}); expected {expected}") from None
     nul = head.find(b"\0")
     if nul >= 0:
         raise TableFormatError(f"{path}: a binary file (NUL byte at offset {nul}), not text; "
@@ -40,27 +65,32 @@ def read_text(path: Path, expected: str) -> str:
     """The whole file as UTF-8 text, or TableFormatError naming it and what was `expected`."""
     check_text(path, expected)
     try:
-        return path.read_text(encoding="utf-8")
+        with _open_bytes(path) as f:
+            return f.read().decode("utf-8")
     except UnicodeDecodeError as error:
         raise TableFormatError(f"{path}: not UTF-8 text (byte {error.start}); expected {expected}") from None
 
 
 def read_csv(path: Path) -> pd.DataFrame:
-    """A CSV (TSV for ``.tsv``) table as strings, header stripped; clear errors for binary, empty or
-    malformed files."""
+    """A CSV (TSV for ``.tsv``; either gzip-compressed as ``.gz``) table as strings, header stripped; clear
+    errors for binary, empty (no bytes, or a header and no rows) or malformed files."""
     expected = "a results table as CSV/TSV text, CLIP_benchmark JSON or JSON lines"
     check_text(path, expected)
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    sep = "\t" if base_suffix(path) == ".tsv" else ","
     try:
-        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8")
+        frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""], encoding="utf-8",
+                            compression="gzip" if is_gzip(path) else None)
     except pd.errors.EmptyDataError:
-        raise TableFormatError(f"{path}: empty file") from None
+        raise TableFormatError(f"{path}: empty file (no bytes); expected {expected}") from None
     except UnicodeDecodeError as error:
         raise TableFormatError(f"{path}: not UTF-8 text (byte {error.start}); expected {expected}") from None
     except pd.errors.ParserError as error:
         raise TableFormatError(f"{path}: not a readable CSV table ({str(error).strip()}); expected {expected}"
                                ) from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    if frame.empty:
+        raise TableFormatError(f"{path}: empty table (a header and no rows: {', '.join(frame.columns)}); expected "
+                               f"one row per model (or per model and dataset)")
     return frame
 
 

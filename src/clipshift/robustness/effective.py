@@ -22,6 +22,7 @@ from pathlib import Path
 from .baseline import BaselineFit, bootstrap_lines
 from .multi_id import PlaneFit, bootstrap_planes
 from .protocols import PROTOCOL_COLUMN, check_protocols
+from .reference import assign_roles, check_overlap, is_published_name, load_references, new_references
 from .tables import NATURAL_SHIFTS, read_results
 from .transforms import CLIP_EPSILON, get_transform
 
@@ -324,6 +325,10 @@ def compute_effective_robustness(results: pd.DataFrame, id_dataset, shift_datase
 # --- one call from tables to effective robustness -------------------------------------------------------------
 
 def _load(table, what: str, options: dict | None = None, datasets=()) -> pd.DataFrame:
+    if is_published_name(table):  # the shipped tables: the in1k-only timm models
+        from .published import published_baseline
+
+        return published_baseline()
     if isinstance(table, pd.DataFrame):
         if options:
             raise ValueError(f"{what}: reading options {sorted(options)} apply to a file, not a DataFrame")
@@ -401,19 +406,25 @@ def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shift
                          id_datasets: dict | None = None, baseline_filter=None, transform: str = "logit",
                          n_bootstrap: int = 1000, confidence: float = 0.95, seed: int = 0,
                          return_fits: bool = False, results_options: dict | None = None,
-                         baseline_strata: str | Mapping | None = None, allow_mixed_protocols: bool = False):
+                         baseline_strata: str | Mapping | None = None, allow_mixed_protocols: bool = False,
+                         compare=None):
     """Effective robustness of every model in `results` above the baseline, in one call.
 
     `results` and `baseline`: paths of any table ``read_results`` reads (this project's long CSV,
     open_clip's ``openclip_results.csv``, a timm ``results-*.csv`` folder, CLIP_benchmark JSON or its
     built CSV, JSON lines) or long DataFrames. `results_options`: keyword arguments of
     ``read_results`` for the `results` file (``model_columns``, ``dataset_column``, ``value_column``,
-    ``where``). Baseline models as in ``combine_tables``. `id_dataset`: a name, or a list of names for
+    ``where``). `baseline` ``"published"`` (the string): the shipped timm models trained on ImageNet-1k
+    alone (:mod:`.published`). Baseline models as in ``combine_tables``. `compare`: reference models
+    (:mod:`.reference`; ``"published"``, ``"openclip"``, ``"timm"``, results files or DataFrames, one or a
+    list), given an ER and intervals against the same fit but never in it: the fit and every other row
+    are those without them. `id_dataset`: a name, or a list of names for
     the multi-ID plane of Shi et al. `shifts`: names (default: see ``default_shifts``). Everything
     else (``baseline_strata`` for a stratified bootstrap, ``allow_mixed_protocols`` included) as
     ``compute_effective_robustness``.
 
-    Returns the ER table (one row per model and shift, plus ``average``; fractions), or
+    Returns the ER table (one row per model and shift, plus ``average``; fractions; ``role`` baseline,
+    user (a model of `results`) or reference, and ``source``, ``training_data``, ``pretrained``), or
     ``(er, fits)`` with `return_fits`. The shifts passed over for lack of baseline models are
     listed in ``er.attrs["skipped_shifts"]``, and what the readers left out of the tables (datasets
     that are not ImageNet or its shifts, other tasks) in ``er.attrs["notes"]``; a warning says each.
@@ -423,7 +434,9 @@ def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shift
     frames = [_load(results, "results", results_options, wanted)]
     if baseline is not None:
         frames.append(_load(baseline, "baseline", None, wanted))
-    notes = [note for frame in frames for note in frame.attrs.get("notes", [])]
+    references = load_references(compare, wanted)
+    notes = [note for frame in [*frames, *([] if references is None else [references])]
+             for note in frame.attrs.get("notes", [])]
     for note in notes:
         warnings.warn(note, stacklevel=2)
     table, models = combine_tables(frames[0], frames[1] if baseline is not None else None, baseline_filter)
@@ -436,11 +449,23 @@ def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shift
         if not shifts:
             raise ValueError(f"no shift datasets with results from at least 2 baseline models; top1 datasets "
                              f"present: {sorted(set(table.loc[table['metric'] == 'top1', 'dataset']))}")
-    er, fits = compute_effective_robustness(table, id_dataset, shifts, baseline_models=models,
-                                            id_datasets=id_datasets, transform=transform,
-                                            n_bootstrap=n_bootstrap, confidence=confidence, seed=seed,
-                                            baseline_strata=baseline_strata,
-                                            allow_mixed_protocols=allow_mixed_protocols)
+    options = dict(id_datasets=id_datasets, transform=transform, n_bootstrap=n_bootstrap, confidence=confidence,
+                   seed=seed, baseline_strata=baseline_strata, allow_mixed_protocols=allow_mixed_protocols)
+    er, fits = compute_effective_robustness(table, id_dataset, shifts, baseline_models=models, **options)
+    if baseline is not None:  # the results' own models must meet the baseline somewhere
+        where = str(results) if isinstance(results, (str, Path)) else "results"
+        check_overlap(frames[0], where, [*ids, *(id_datasets or {}).values()], shifts)
+    protocols = er.attrs["protocols"]
+    if references is not None:
+        references, more = new_references(references, table)
+        notes += more
+        if len(references):  # a second pass, so that the fit and every other row stay those without them
+            both, _ = compute_effective_robustness(pd.concat([table, references], ignore_index=True), id_dataset,
+                                                   shifts, baseline_models=models, **options)
+            er = pd.concat([er, both[both["model"].isin(set(references["model"]))]], ignore_index=True)
+            protocols = both.attrs["protocols"]
+    er = assign_roles(er, frames[0]["model"])
+    er.attrs["protocols"] = protocols
     er.attrs["skipped_shifts"] = list(skipped)
     er.attrs["notes"] = notes
     return (er, fits) if return_fits else er

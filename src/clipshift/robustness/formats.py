@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ._io import TableFormatError, as_fraction, check_unique, left_out_note, lines_of, read_csv, read_text
+from ._io import (TableFormatError, as_fraction, check_unique, left_out_note, lines_of, read_csv, read_text,
+                  stem_of)
 from .datasets import DATASET_SIZES, canonical_dataset, is_imagenet_family
 from .protocols import stamp_published
 
@@ -119,7 +120,7 @@ def read_columns_table(path, model_columns=None, dataset_column: str | None = No
     _missing(frame, [*model_columns, dataset_column, value_column], path, "columns named for the model, dataset "
              "and value (--model-column, --dataset-column, --value-column)")
     frame = apply_where(frame, where, path)
-    return _from_columns(frame, path, model_columns, dataset_column, value_column, datasets, path.stem, [])
+    return _from_columns(frame, path, model_columns, dataset_column, value_column, datasets, stem_of(path), [])
 
 
 def read_clip_benchmark_csv(path, datasets=None) -> pd.DataFrame:
@@ -227,7 +228,7 @@ def read_json_lines(path, datasets=None) -> pd.DataFrame:
     extra = pd.DataFrame.from_dict(meta, orient="index")
     frame = frame.drop(columns=["key", "raw", "line"]).join(extra, on="model") if len(extra.columns) else \
         frame.drop(columns=["key", "raw", "line"])
-    return _stamped(_finish(frame, path.stem, path.name, notes), "testbed")
+    return _stamped(_finish(frame, stem_of(path), path.name, notes), "testbed")
 
 
 def _stamped(frame: pd.DataFrame, source: str) -> pd.DataFrame:

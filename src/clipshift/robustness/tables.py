@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ._io import TableFormatError, as_fraction as _as_fraction, check_unique as _check_unique, lines_of as _lines
-from ._io import read_csv as _read_csv, read_text
+from ._io import base_suffix, read_csv as _read_csv, read_text
 from .datasets import CANONICAL_DATASETS, DATASET_ALIASES, DATASET_SIZES, NATURAL_SHIFTS, canonical_dataset
 from .formats import (CLIP_BENCHMARK_CSV_COLUMNS, read_clip_benchmark_csv, read_columns_table,
                       read_json_lines)
@@ -45,6 +45,8 @@ _TIMM_FILES = {"imagenet": "imagenet", "imagenetv2-matched-frequency": "imagenet
 _TIMM_SKIPPED = {"imagenet-real", "imagenet-r-clean", "imagenet-a-clean"}  # re-labelled / cleaned variants
 
 LONG_COLUMNS = ("model", "dataset", "metric", "value")
+ACCURACY_COLUMNS = ("top1", "acc1", "accuracy")  # a long table's one accuracy column (any case)
+CLIP_BENCHMARK_MARKERS = ("acc5", "mean_per_class_recall", "task", "model_fullname")  # beside its key columns
 OPENCLIP_COLUMNS = ("name", "pretrained")
 TIMM_COLUMNS = ("model", "top1")
 FORMATS = ("long", "openclip", "timm", "clip_benchmark", "clip_benchmark_csv", "jsonl", "columns")
@@ -115,7 +117,8 @@ def read_openclip_table(path) -> pd.DataFrame:
 
 
 def _timm_dataset(path: Path) -> str | None:
-    stem = path.stem[len("results-"):] if path.stem.startswith("results-") else path.stem
+    stem = path.name[:len(path.name) - len(base_suffix(path)) - (3 if path.name.lower().endswith(".gz") else 0)]
+    stem = stem[len("results-"):] if stem.startswith("results-") else stem
     if stem in _TIMM_SKIPPED:
         return None
     return _TIMM_FILES.get(stem, canonical_dataset(stem))
@@ -156,7 +159,7 @@ def read_timm_folder(path) -> pd.DataFrame:
     (timm lists e.g. ``resnet50.a1_in1k`` at 224 and 288), so ids are unique and agree across files.
     The re-labelled variants (``imagenet-real``, ``*-clean``) are skipped."""
     path = Path(path)
-    files = sorted(path.glob("results-*.csv"))
+    files = _timm_files(path)
     files = [f for f in files if _timm_dataset(f) is not None]
     if not files:
         raise TableFormatError(f"{path}: no timm results-*.csv files in this folder")
@@ -169,6 +172,11 @@ def read_timm_folder(path) -> pd.DataFrame:
     columns = ["model", "dataset", "metric", "value", "num_examples", "name", "img_size", "params_m", "source", "group",
                PROTOCOL_COLUMN]
     return frame[[c for c in columns if c in frame.columns]]
+
+
+def _timm_files(path: Path) -> list[Path]:
+    """A folder's ``results-*.csv`` files (gzip-compressed ``results-*.csv.gz`` too)."""
+    return sorted([*path.glob("results-*.csv"), *path.glob("results-*.csv.gz")])
 
 
 def _clip_benchmark_records(path: Path) -> list[tuple[dict, str]]:
@@ -231,7 +239,7 @@ def read_clip_benchmark(path) -> pd.DataFrame:
 def _json_format(path: Path) -> str:
     """``clip_benchmark`` for a JSON document of CLIP_benchmark results (an object with ``metrics``, or
     a list), ``jsonl`` for JSON lines or a single object of dataset keys."""
-    if path.suffix.lower() in JSONL_SUFFIXES:
+    if base_suffix(path) in JSONL_SUFFIXES:
         return "jsonl"
     try:
         data = json.loads(read_text(path, "CLIP_benchmark JSON or JSON lines, one object per model"))
@@ -245,27 +253,46 @@ def _known_formats() -> str:
             f"({','.join(CLIP_BENCHMARK_CSV_COLUMNS)},...), open_clip ({','.join(OPENCLIP_COLUMNS)},<dataset columns>), "
             f"timm ({','.join(TIMM_COLUMNS)},...: a results-<dataset>.csv file or a folder of them), "
             f"CLIP_benchmark (*.json), JSON lines (*.jsonl, one object per model with keys such as ImageNet, "
-            f"ImageNetV2); any other long table with --model-column, --dataset-column, --value-column")
+            f"ImageNetV2), a long table (model,dataset and one of {','.join(ACCURACY_COLUMNS)}); any other long "
+            f"table with --model-column, --dataset-column, --value-column")
+
+
+def long_accuracy_columns(columns) -> tuple[str, str] | None:
+    """(dataset column, accuracy column) of a long table written as ``model,dataset,top1`` (or
+    ``model,pretrained,dataset,acc1``, ...): a ``dataset`` column and exactly one of
+    :data:`ACCURACY_COLUMNS`, names in any case; None for other columns."""
+    columns = [str(c) for c in columns]
+    dataset = [c for c in columns if c.lower() == "dataset"]
+    accuracy = [c for c in columns if c.lower() in ACCURACY_COLUMNS]
+    if "model" not in columns or len(dataset) != 1 or len(accuracy) != 1:
+        return None
+    return dataset[0], accuracy[0]
 
 
 def detect_format(path) -> str:
-    """The format of a results table, from its name and columns: ``long``, ``clip_benchmark_csv``,
-    ``openclip``, ``timm`` (a folder or one results file), ``clip_benchmark`` (JSON) or ``jsonl``.
-    (``columns``, a long table with named columns, is never detected: name them.)"""
+    """The format of a results table, from its name and columns: ``long``, ``clip_benchmark_csv`` (its key
+    columns and one of :data:`CLIP_BENCHMARK_MARKERS`), ``columns`` (a long table with a ``dataset`` column
+    and one accuracy column, :func:`long_accuracy_columns`; others need their columns named), ``openclip``,
+    ``timm`` (a folder or one results file), ``clip_benchmark`` (JSON) or ``jsonl``."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"results table not found: {path}")
     if path.is_dir():
-        if any(path.glob("results-*.csv")):
+        if _timm_files(path):
             return "timm"
         if any(path.rglob("*.json")):
             return "clip_benchmark"
         raise TableFormatError(f"{path}: a folder with neither timm results-*.csv files nor CLIP_benchmark *.json")
-    if path.suffix.lower() in (".json", *JSONL_SUFFIXES):
+    if base_suffix(path) in (".json", *JSONL_SUFFIXES):
         return _json_format(path)
     columns = list(_read_csv(path).columns)
-    for fmt, needed in (("long", LONG_COLUMNS), ("clip_benchmark_csv", CLIP_BENCHMARK_CSV_COLUMNS),
-                        ("openclip", OPENCLIP_COLUMNS), ("timm", TIMM_COLUMNS)):
+    if all(c in columns for c in LONG_COLUMNS):
+        return "long"
+    if all(c in columns for c in CLIP_BENCHMARK_CSV_COLUMNS) and set(columns) & set(CLIP_BENCHMARK_MARKERS):
+        return "clip_benchmark_csv"
+    if long_accuracy_columns(columns):
+        return "columns"  # model,dataset,top1: long, one accuracy column
+    for fmt, needed in (("openclip", OPENCLIP_COLUMNS), ("timm", TIMM_COLUMNS)):
         if all(c in columns for c in needed):
             return fmt
     raise TableFormatError(f"{path}: unrecognised results table with columns {columns}. Known formats: "
@@ -291,6 +318,8 @@ def read_results(path, format: str = "auto", *, model_columns=None, dataset_colu
     if not path.exists():
         raise FileNotFoundError(f"results table not found: {path}")
     if fmt == "columns":
+        if not named:  # detected: model,dataset,top1 (the dataset and accuracy columns in any case)
+            dataset_column, value_column = long_accuracy_columns(_read_csv(path).columns) or (None, None)
         return read_columns_table(path, model_columns, dataset_column, value_column, where, datasets)
     if fmt == "clip_benchmark_csv":
         return read_clip_benchmark_csv(path, datasets)
