@@ -457,7 +457,7 @@ def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shift
         check_overlap(frames[0], where, [*ids, *(id_datasets or {}).values()], shifts)
     protocols = er.attrs["protocols"]
     if references is not None:
-        references, more = new_references(references, table)
+        references, more = new_references(references, table, frames[0]["model"])
         notes += more
         if len(references):  # a second pass, so that the fit and every other row stay those without them
             both, _ = compute_effective_robustness(pd.concat([table, references], ignore_index=True), id_dataset,

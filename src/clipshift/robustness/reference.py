@@ -56,16 +56,14 @@ def load_references(compare, datasets=()) -> pd.DataFrame | None:
     return frame
 
 
-def new_references(references: pd.DataFrame, table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def new_references(references: pd.DataFrame, table: pd.DataFrame, user_models) -> tuple[pd.DataFrame, list[str]]:
     """The rows of `references` whose models are not in `table` (the results and the baseline, which keep
-    their roles), and a note naming how many were left out for that."""
-    known = set(table["model"])
-    clash = references["model"].isin(known)
-    notes = []
-    if clash.any():
-        names = list(dict.fromkeys(references.loc[clash, "model"]))
-        notes.append(f"compare: {len(names)} reference model(s) already in the results or the baseline keep their "
-                     f"role there, e.g. {names[0]}")
+    their roles), and a note naming those of `user_models` (the results' models) that were left out for that
+    (the baseline's are left out silently: ``published`` holds the baseline's timm models too)."""
+    clash = references["model"].isin(set(table["model"]))
+    mine = list(dict.fromkeys(references.loc[clash & references["model"].isin(set(user_models)), "model"]))
+    notes = [f"compare: {len(mine)} reference model(s) also in the results stay the results' models, e.g. "
+             f"{mine[0]}"] if mine else []
     return references[~clash], notes
 
 
