@@ -1,8 +1,12 @@
 import contextlib
 import os
 import socket
+from pathlib import Path
 
+import numpy as np
 import pytest
+
+from eval_helpers import WNIDS, write_jpegs
 
 CHROMIUM = "/usr/bin/chromium"
 # this machine has no outside network: keep Chromium from trying to reach it
@@ -53,3 +57,38 @@ def open_report():
                 browser.close()
 
     return opener
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """imagenet/val (5 wnids, 3 images each, plus one corrupt JPEG) and imagenet-r (3 wnids + README)."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for wnid in WNIDS:
+        write_jpegs(root / "imagenet" / "val" / wnid, 3, rng)
+    (root / "imagenet" / "val" / WNIDS[0] / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    for wnid in WNIDS[1:4]:
+        write_jpegs(root / "imagenet-r" / wnid, 2, rng, ".jpg")
+    (root / "imagenet-r" / "README.txt").write_text("ImageNet-R\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict:
+    """A randomly initialised tiny open_clip model and a tiny timm classifier, saved to local files."""
+    import open_clip
+    import timm
+    import torch
+
+    from clipshift.models import convnet  # noqa: F401  (registers the tiny timm convnet)
+    from clipshift.models.factory import register_model_configs
+
+    folder = tmp_path_factory.mktemp("weights")
+    register_model_configs()
+    torch.manual_seed(0)
+    clip = open_clip.create_model("clipshift-tiny")
+    torch.save(clip.state_dict(), folder / "tiny_clip.pt")
+    classifier = timm.create_model("clipshift_convnet_tiny", num_classes=1000)
+    torch.save(classifier.state_dict(), folder / "tiny_timm.pth")
+    (folder / "templates.txt").write_text("a photo of a {}.\n# comment\nan image of {}.\n")
+    return {"clip": folder / "tiny_clip.pt", "timm": folder / "tiny_timm.pth", "templates": folder / "templates.txt"}

@@ -9,55 +9,16 @@ import numpy as np
 import open_clip
 import pandas as pd
 import pytest
-import timm
 import torch
 from PIL import Image
 
 from clipshift.cli import main
-from clipshift.data.imagenet import SuiteDataset, imagenet_wnids, open_suite, score
+from clipshift.data.imagenet import SuiteDataset, open_suite, score
 from clipshift.evaluate import loop, real
 from clipshift.models import convnet  # noqa: F401  (registers the tiny timm convnet)
-from clipshift.models.factory import register_model_configs
 from clipshift.models.load import load_model
 from clipshift.robustness import effective_robustness, read_results
-
-WNIDS = [imagenet_wnids()[i] for i in (0, 1, 207, 417, 980)]
-
-
-def _images(folder: Path, n: int, rng, ext: str = ".JPEG") -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        array = rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)
-        Image.fromarray(array).save(folder / f"img_{i}{ext}", format="JPEG")
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    """imagenet/val (5 wnids, 3 images each, plus one corrupt JPEG) and imagenet-r (3 wnids + README)."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for wnid in WNIDS:
-        _images(root / "imagenet" / "val" / wnid, 3, rng)
-    (root / "imagenet" / "val" / WNIDS[0] / "broken.JPEG").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
-    for wnid in WNIDS[1:4]:
-        _images(root / "imagenet-r" / wnid, 2, rng, ".jpg")
-    (root / "imagenet-r" / "README.txt").write_text("ImageNet-R\n")
-    return root
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> dict:
-    """A randomly initialised tiny open_clip model and a tiny timm classifier, saved to local files."""
-    folder = tmp_path_factory.mktemp("weights")
-    register_model_configs()
-    torch.manual_seed(0)
-    clip = open_clip.create_model("clipshift-tiny")
-    torch.save(clip.state_dict(), folder / "tiny_clip.pt")
-    classifier = timm.create_model("clipshift_convnet_tiny", num_classes=1000)
-    torch.save(classifier.state_dict(), folder / "tiny_timm.pth")
-    (folder / "templates.txt").write_text("a photo of a {}.\n# comment\nan image of {}.\n")
-    return {"clip": folder / "tiny_clip.pt", "timm": folder / "tiny_timm.pth", "templates": folder / "templates.txt"}
-
+from eval_helpers import WNIDS, write_jpegs
 
 def _eval(args: list[str]) -> int:
     return main(["eval", "--workers", "0", "--batch-size", "4", "--quiet", *args])
@@ -196,7 +157,7 @@ def _small_suite(root: Path, seed: int):
     """imagenet-r with 3 wnids x 2 images under `root` (created or overwritten)."""
     rng = np.random.default_rng(seed)
     for wnid in WNIDS[1:4]:
-        _images(root / "imagenet-r" / wnid, 2, rng, ".jpg")
+        write_jpegs(root / "imagenet-r" / wnid, 2, rng, ".jpg")
     return open_suite("imagenet-r", data_root=root)
 
 

@@ -42,6 +42,7 @@ STAGES = [
     ("recipes", "quickstart, study, fine-tuning, `clipshift train` and their reports", ("clipshift.recipes",)),
     ("cli", "the `clipshift` command",
      ("clipshift.cli", "clipshift.cli_probe", "clipshift.cli_aline", "clipshift.cli_er", "clipshift.cli_explore",
+      "clipshift.cli_eval_many",
       "clipshift.__main__")),
 ]
 HEAVY = ("torch", "torchvision", "open_clip", "timm", "safetensors")

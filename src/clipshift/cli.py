@@ -6,9 +6,9 @@
     clipshift study [CONFIG.yaml] --out DIR [--quick] [--plan [--slurm]] [key=value ...]
     clipshift report RUN_DIR [--out FILE]
     clipshift finetune CONFIG.yaml [key=value ...] [--resume]
-    clipshift eval --model M [--pretrained P] [--datasets a,b] --data-root DIR | --world DIR [--per-class] --out DIR
+    clipshift eval --model M [--pretrained P] | --models FILE [--plan] [--datasets a,b] --data-root DIR | --world DIR --out DIR
     clipshift probe --run runs/quickstart | --model M --pretrained P ... --data-root DIR --out DIR
-    clipshift er --results TABLE [--baseline TABLE|published] [--compare NAME] [--id-dataset imagenet[,B]] --out DIR
+    clipshift er --results TABLE [--baseline TABLE] [--id-dataset imagenet[,B]] [--shifts ...] --out DIR
     clipshift aline --predictions FILE.npz | --run RUN_DIR [--id-dataset ID] [--baseline REGEX] --out DIR
 """
 
@@ -83,37 +83,45 @@ def cmd_world(args) -> int:
 DEFAULT_EVAL_DATASETS = ("imagenet", "imagenet-v2", "imagenet-sketch", "imagenet-r", "imagenet-a", "objectnet")
 
 
-def _eval_suites(args) -> tuple[list, list | None, list | None]:
-    """The suites `clipshift eval` scores, with the class names and templates the world needs
-    (None for ImageNet-family data: the defaults)."""
+def _eval_suites(args) -> tuple[dict, list | None, list | None]:
+    """The suites `clipshift eval` scores, by the dataset name their rows get (--class-space), with the
+    class names and templates the world needs (None for ImageNet-family data: the defaults)."""
+    from .evaluate.real import with_class_space
+
     if args.world is None:
         datasets = args.datasets or ",".join(DEFAULT_EVAL_DATASETS)
         from .data.eval_sets import open_suites
 
-        return open_suites(datasets, args.data_root, dataset_roots(args.dataset_root)), None, None
+        suites = open_suites(datasets, args.data_root, dataset_roots(args.dataset_root))
+        return with_class_space(suites, args.class_space), None, None
+    if args.class_space != "dataset":
+        raise ValueError("--class-space full: the world's sets are scored over its classes already; it applies to "
+                         "ImageNet-R, ImageNet-A and ObjectNet")
     from .data.eval_sets import open_world_sets
     from .world.captions import ZERO_SHOT_TEMPLATES
     from .world.shapes import CLASS_NAMES
 
     names = [d.strip() for d in args.datasets.split(",") if d.strip()] if args.datasets else None
-    return open_world_sets(args.world, names), list(CLASS_NAMES), list(ZERO_SHOT_TEMPLATES)
+    return with_class_space(open_world_sets(args.world, names)), list(CLASS_NAMES), list(ZERO_SHOT_TEMPLATES)
 
 
 def cmd_eval(args) -> int:
+    if args.models is not None:
+        from .cli_eval_many import cmd_eval_many
+
+        return cmd_eval_many(args, _eval_suites)
+    if args.plan or args.only:
+        raise ValueError(f"{'--plan' if args.plan else '--only'} goes with --models FILE (a list of models)")
     import torch
 
     from .distributed import default_device, init_distributed_from_env
     from .evaluate.per_class import PER_CLASS_COLUMNS
     from .evaluate.predictions import write_predictions
-    from .evaluate.real import append_results, evaluate_model, resolve_templates, with_class_space
+    from .evaluate.real import append_results, evaluate_model, resolve_templates
     from .models.load import load_model
 
     rank, size = init_distributed_from_env()
     suites, class_names, world_templates = _eval_suites(args)
-    if args.world is not None and args.class_space != "dataset":
-        raise ValueError("--class-space full: the world's sets are scored over its classes already; it applies to "
-                         "ImageNet-R, ImageNet-A and ObjectNet")
-    suites = with_class_space(suites, args.class_space)
     model = load_model(args.model, args.pretrained)
     if args.name:
         model.name = args.name
@@ -183,8 +191,20 @@ def _add_eval_parser(sub) -> None:
                                     "top-5 and mean per-class recall to OUT/results.csv, and with --per-class the "
                                     "top-1 of every class to OUT/per_class.csv. "
                                     "Run under torchrun to shard every dataset across processes.")
-    ev.add_argument("--model", required=True,
-                    help="open_clip name (ViT-B-32), hf-hub:ORG/NAME, timm/ARCH, or a clipshift checkpoint folder")
+    which = ev.add_mutually_exclusive_group(required=True)
+    which.add_argument("--model",
+                       help="open_clip name (ViT-B-32), hf-hub:ORG/NAME, timm/ARCH, or a clipshift checkpoint folder")
+    which.add_argument("--models", type=Path, metavar="FILE",
+                       help="a list of models, one `model [pretrained] [name=ID]` per line: every dataset decoded "
+                            "once for all of them, a results file per model and dataset under OUT/results/ "
+                            "(a rerun skips those written), OUT/results.csv built at the end")
+    ev.add_argument("--models-at-once", type=int, default=8, metavar="N",
+                    help="with --models: models held (and fed each decoded batch) at once (default 8)")
+    ev.add_argument("--plan", action="store_true",
+                    help="with --models: write OUT/plan.sh, one line per model for a scheduler and the line that "
+                         "builds results.csv; nothing is loaded or decoded")
+    ev.add_argument("--only", metavar="ID", help="with --models: score the model with this id alone (a line of "
+                                                 "plan.sh); its results files only, not results.csv")
     ev.add_argument("--pretrained", help="open_clip / timm pretrained tag, or a local checkpoint file")
     ev.add_argument("--datasets",
                     help="comma-separated suites (default: ImageNet and the five shifts; with --world, the "
@@ -218,7 +238,7 @@ def _add_eval_parser(sub) -> None:
     ev.add_argument("--no-amp", action="store_true", help="full precision on GPU")
     ev.add_argument("--strict", action="store_true", help="an undecodable image is an error instead of skipped")
     ev.add_argument("--quiet", action="store_true")
-    ev.set_defaults(func=cmd_eval)
+    ev.set_defaults(func=cmd_eval, eval_parser=ev)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -130,7 +130,8 @@ def _suite_key(suite: EvalSuite) -> dict:
             "crop_border": suite.crop_border}
 
 
-def _cache_path(model: EvalModel, data, name: str, cache_dir, strict: bool) -> Path | None:
+def feature_cache_path(model: EvalModel, data, name: str, cache_dir, strict: bool) -> Path | None:
+    """Where `model`'s features of `data` (named `name`) are cached under `cache_dir` (None: no cache)."""
     if cache_dir is None:
         return None
     if isinstance(data, ImageTensors):
@@ -155,6 +156,17 @@ def _encode_tensors(model: EvalModel, data: ImageTensors, batch_size: int, devic
     return Features(torch.cat(out), data.targets, torch.arange(len(data)), [])
 
 
+def encode_batch(model: EvalModel, images: torch.Tensor, device: torch.device, amp: bool) -> torch.Tensor:
+    """Features (float32, on the CPU) of one preprocessed batch: on `device` (channels-last on a GPU),
+    under autocast when `amp`; the one way every decoded batch is encoded."""
+    images = images.to(device, non_blocking=True)
+    if device.type == "cuda" and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with _autocast(device, amp):
+        out = model.encode_image(images)
+    return out.float().cpu()
+
+
 @torch.inference_mode()
 def _encode_shard(model: EvalModel, suite: EvalSuite, *, batch_size: int, workers: int, device: torch.device,
                   strict: bool, amp: bool, progress: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
@@ -170,21 +182,24 @@ def _encode_shard(model: EvalModel, suite: EvalSuite, *, batch_size: int, worker
         for images, batch_targets, batch_indices, batch_skipped in loader:
             skipped += list(batch_skipped)
             if images is not None:
-                images = images.to(device, non_blocking=True)
-                if device.type == "cuda" and images.dim() == 4:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with _autocast(device, amp):
-                    out = model.encode_image(images)
-                feats.append(out.float().cpu())
+                feats.append(encode_batch(model, images, device, amp))
                 targets.append(batch_targets)
                 indices.append(batch_indices)
             bar.update(len(batch_targets) + len(batch_skipped))
+    return join_shard(feats, targets, indices, skipped)
+
+
+def join_shard(feats: list, targets: list, indices: list, skipped: list) -> tuple:
+    """One process's batches of features, targets and sample indices as three tensors, with the
+    skipped sample indices (empty tensors when no image was decoded)."""
     if not feats:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long), skipped
     return torch.cat(feats), torch.cat(targets).long(), torch.cat(indices).long(), skipped
 
 
-def _gather(feats, targets, indices, skipped) -> Features:
+def gather_features(feats, targets, indices, skipped) -> Features:
+    """Every process's shard of a suite's features as one :class:`Features` in sample order (the shard
+    itself outside ``torchrun``)."""
     rank, size = world()
     if size > 1:
         gathered = [None] * size
@@ -207,37 +222,54 @@ def encode(model: EvalModel, data, *, name: str = "data", cache_dir=None, batch_
     if not isinstance(model, EvalModel):
         raise TypeError(f"evaluate a model through EvalModel (load_model or EvalModel.wrap), got {type(model).__name__}")
     device = device or default_device()
-    path = _cache_path(model, data, name, cache_dir, strict)
-    if path is not None and path.exists():
-        stored = load_file(str(path))
-        return Features(stored["features"], stored["targets"], stored["indices"], stored["skipped"].tolist(),
-                        cached=True)
+    path = feature_cache_path(model, data, name, cache_dir, strict)
+    if (stored := cached_features(path)) is not None:
+        return stored
     model.to(device)
     rank, size = world()
     if isinstance(data, ImageTensors):
         result = _encode_tensors(model, data, batch_size or 1024, device, progress and rank == 0,
                                  f"{name} ({model.name})")
     elif isinstance(data, EvalSuite):
-        result = _gather(*_encode_shard(model, data, batch_size=batch_size or 256, workers=workers, device=device,
-                                        strict=strict, amp=amp, progress=progress))
-        if len(result.indices) == 0:
-            raise ValueError(f"{data.name}: none of the {len(data)} images under {data.root} could be decoded")
+        result = gather_features(*_encode_shard(model, data, batch_size=batch_size or 256, workers=workers,
+                                                device=device, strict=strict, amp=amp, progress=progress))
+        check_decoded(data, result)
     else:
         raise TypeError(f"{name}: a dataset is an EvalSuite or ImageTensors, got {type(data).__name__}")
-    if path is not None and rank == 0:
-        save_safetensors_atomic({"features": result.features, "targets": result.targets, "indices": result.indices,
-                                 "skipped": torch.tensor(result.skipped, dtype=torch.long)}, path,
-                                {"model": model.name, "dataset": name})
+    store_features(path, result, model, name)
     if size > 1 and isinstance(data, EvalSuite):
         dist.barrier()
     return result
+
+
+def check_decoded(suite: EvalSuite, result: Features) -> None:
+    """ValueError when not one image of `suite` could be decoded."""
+    if len(result.indices) == 0:
+        raise ValueError(f"{suite.name}: none of the {len(suite)} images under {suite.root} could be decoded")
+
+
+def cached_features(path: Path | None) -> Features | None:
+    """The features cached at `path` (from :func:`feature_cache_path`), None when not cached."""
+    if path is None or not path.exists():
+        return None
+    stored = load_file(str(path))
+    return Features(stored["features"], stored["targets"], stored["indices"], stored["skipped"].tolist(), cached=True)
+
+
+def store_features(path: Path | None, result: Features, model: EvalModel, name: str) -> None:
+    """Cache `result` at `path` (rank 0 only; nothing when `path` is None)."""
+    if path is not None and world()[0] == 0:
+        save_safetensors_atomic({"features": result.features, "targets": result.targets, "indices": result.indices,
+                                 "skipped": torch.tensor(result.skipped, dtype=torch.long)}, path,
+                                {"model": model.name, "dataset": name})
 
 
 def evaluate(model: EvalModel, datasets: Mapping[str, object], heads: Mapping[str, Callable], *, cache_dir=None,
              batch_size: int | None = None, workers: int = 4, device: torch.device | None = None,
              strict: bool = False, amp: bool = True, progress: bool = True,
              per_class: list | None = None, class_names: Sequence[str] | None = None,
-             predictions: list | None = None, keep_logits: bool = False) -> list[dict]:
+             predictions: list | None = None, keep_logits: bool = False,
+             features: Mapping[str, Features] | None = None) -> list[dict]:
     """Score `model` with every head on every dataset: one dict per (dataset, head) with ``dataset``,
     ``head``, the :data:`METRICS`, ``num_examples`` (images scored), ``images_skipped`` and ``protocol``
     (how it was scored: :func:`.protocol.protocol_stamp`; `class_names`: the label space's names).
@@ -245,11 +277,13 @@ def evaluate(model: EvalModel, datasets: Mapping[str, object], heads: Mapping[st
     `per_class`: a list receiving per-class rows (``dataset, head, class, top1, num_examples,
     class_id``) named by `class_names`. `predictions`: a list receiving one record per (dataset, head),
     ``{"dataset", "head", "table", "meta"}``, the per-image predictions to write with
-    :func:`.predictions.write_predictions` (`keep_logits`: with every scored class's score)."""
+    :func:`.predictions.write_predictions` (`keep_logits`: with every scored class's score).
+    `features`: a dataset's features already encoded (by name), used instead of encoding it."""
     scores = []
     for name, data in datasets.items():
-        feats = encode(model, data, name=name, cache_dir=cache_dir, batch_size=batch_size, workers=workers,
-                       device=device, strict=strict, amp=amp, progress=progress)
+        feats = (features or {}).get(name) or encode(model, data, name=name, cache_dir=cache_dir,
+                                                     batch_size=batch_size, workers=workers, device=device,
+                                                     strict=strict, amp=amp, progress=progress)
         for head_name, head in heads.items():
             logits = head(feats.features).float()
             suite = data.as_suite(name, logits.shape[1]) if isinstance(data, ImageTensors) else data

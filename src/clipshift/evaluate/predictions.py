@@ -94,13 +94,14 @@ def predictions_meta(*, dataset: str, head: str, suite, class_names, images: int
             "images_skipped": len(skipped_ids), "skipped_ids": list(skipped_ids)}
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """`name` as one file or folder name (a ``/`` becomes ``__``, other unsafe characters ``_``)."""
     return re.sub(r"[^A-Za-z0-9._+=@-]", "_", str(name).replace("/", "__")) or "_"
 
 
 def predictions_path(out, model: str, dataset: str) -> Path:
     """``out/predictions/<model>/<dataset>.parquet``, names made safe for a file system."""
-    return Path(out) / PREDICTIONS_DIR / _safe(model) / f"{_safe(dataset)}.parquet"
+    return Path(out) / PREDICTIONS_DIR / safe_name(model) / f"{safe_name(dataset)}.parquet"
 
 
 def write_predictions(out, model: str, record: dict) -> Path:

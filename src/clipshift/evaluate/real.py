@@ -10,9 +10,9 @@ Both caches (image features, zero-shot heads) live under `cache_dir`.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -23,7 +23,7 @@ from ..models.interface import EvalModel
 from .heads import HeadSpec, ZeroShotHead, build_head, imagenet_class_names, resolve_templates, zero_shot_head
 from .loop import METRICS, Features, encode, evaluate
 
-__all__ = ["evaluate_model", "append_results", "encode_suite", "zero_shot_head", "logits_for", "Features",
+__all__ = ["evaluate_model", "model_scoring", "Scoring", "append_results", "encode_suite", "zero_shot_head", "logits_for", "Features",
            "imagenet_class_names", "resolve_templates", "METRICS", "CLASS_SPACES", "with_class_space"]
 
 CLASS_SPACES = ("dataset", "full")  # clipshift eval --class-space: each set's own classes, or every class
@@ -65,22 +65,22 @@ def _check_classifier(model: EvalModel, suites: Sequence[EvalSuite]) -> None:
                              f"{suite.num_classes}-way ImageNet classifier")
 
 
-def evaluate_model(model: EvalModel, suites: Sequence[EvalSuite] | Mapping[str, EvalSuite], *,
-                   templates: Sequence[str] | None = None,
-                   class_names: Sequence[str] | None = None, cache_dir=None, batch_size: int = 256,
-                   workers: int = 4, device: torch.device | None = None, strict: bool = False, amp: bool = True,
-                   progress: bool = True, extra: dict | None = None, per_class: list | None = None,
-                   predictions: list | None = None, keep_logits: bool = False) -> list[dict]:
-    """Rows of the long results table for `model` on every suite (a list, or the suites by the dataset
-    name their rows get, as :func:`with_class_space` gives them): top1, top5 and mean per-class
-    recall, with ``num_examples`` (images scored), ``images_skipped`` (undecodable) and ``protocol``
-    (how it was scored, :mod:`.protocol`).
+@dataclass
+class Scoring:
+    """How a model's images are scored: its head (zero-shot or its own), the label space's class names
+    (for per-class rows, predictions and the protocol stamp) and the ``templates`` column."""
 
-    `per_class`: a list that receives the per-class rows (``per_class.PER_CLASS_COLUMNS``) of every
-    suite, scored as top1 is; None: not computed. `predictions`: a list that receives one record per
-    suite for :func:`.predictions.write_predictions` (`keep_logits`: with every scored class's score)."""
-    datasets = dict(suites) if isinstance(suites, Mapping) else {s.name: s for s in suites}
-    suites = list(datasets.values())
+    head: Callable
+    class_names: list[str] | None
+    template_tag: str | None = None
+
+
+def model_scoring(model: EvalModel, suites: Sequence[EvalSuite], *, templates: Sequence[str] | None = None,
+                  class_names: Sequence[str] | None = None, cache_dir=None, device: torch.device | None = None,
+                  progress: bool = True) -> Scoring:
+    """`model`'s :class:`Scoring` on `suites`: a CLIP model's zero-shot head from `class_names` (default
+    ImageNet's) × `templates` (default the 80 OpenAI ones, cached under `cache_dir`), a classifier's own
+    head (checked against every suite's number of classes)."""
     template_tag = None
     if model.kind == "clip":
         templates = list(templates) if templates is not None else resolve_templates("openai")
@@ -97,15 +97,40 @@ def evaluate_model(model: EvalModel, suites: Sequence[EvalSuite] | Mapping[str, 
     names = class_names if class_names is not None else model.class_names
     if names is None and all(s.num_classes == 1000 for s in suites):
         names = imagenet_class_names()
+    return Scoring(head, list(names) if names is not None else None, template_tag)
+
+
+def evaluate_model(model: EvalModel, suites: Sequence[EvalSuite] | Mapping[str, EvalSuite], *,
+                   templates: Sequence[str] | None = None,
+                   class_names: Sequence[str] | None = None, cache_dir=None, batch_size: int = 256,
+                   workers: int = 4, device: torch.device | None = None, strict: bool = False, amp: bool = True,
+                   progress: bool = True, extra: dict | None = None, per_class: list | None = None,
+                   predictions: list | None = None, keep_logits: bool = False, scoring: Scoring | None = None,
+                   features: Mapping[str, Features] | None = None) -> list[dict]:
+    """Rows of the long results table for `model` on every suite (a list, or the suites by the dataset
+    name their rows get, as :func:`with_class_space` gives them): top1, top5 and mean per-class
+    recall, with ``num_examples`` (images scored), ``images_skipped`` (undecodable) and ``protocol``
+    (how it was scored, :mod:`.protocol`).
+
+    `per_class`: a list that receives the per-class rows (``per_class.PER_CLASS_COLUMNS``) of every
+    suite, scored as top1 is; None: not computed. `predictions`: a list that receives one record per
+    suite for :func:`.predictions.write_predictions` (`keep_logits`: with every scored class's score).
+    `scoring`: the model's :func:`model_scoring`, when made already; `features`: a suite's features
+    already encoded (by dataset name), used instead of encoding it."""
+    datasets = dict(suites) if isinstance(suites, Mapping) else {s.name: s for s in suites}
+    suites = list(datasets.values())
+    scoring = scoring or model_scoring(model, suites, templates=templates, class_names=class_names,
+                                       cache_dir=cache_dir, device=device, progress=progress)
     cells = [] if per_class is not None else None
-    scores = evaluate(model, datasets, {"head": head}, cache_dir=cache_dir, batch_size=batch_size,
+    scores = evaluate(model, datasets, {"head": scoring.head}, cache_dir=cache_dir, batch_size=batch_size,
                       workers=workers, device=device, strict=strict, amp=amp, progress=progress, per_class=cells,
-                      class_names=names, predictions=predictions, keep_logits=keep_logits)
+                      class_names=scoring.class_names, predictions=predictions, keep_logits=keep_logits,
+                      features=features)
     if per_class is not None:
         per_class += [{"model": model.name, **{k: v for k, v in row.items() if k != "head"}} for row in cells]
     return [{"model": model.name, "dataset": s["dataset"], "metric": metric, "value": s[metric],
              "num_examples": s["num_examples"], "images_skipped": s["images_skipped"], "kind": model.kind,
-             "templates": template_tag, **model.metadata, **(extra or {}), "protocol": s["protocol"]}
+             "templates": scoring.template_tag, **model.metadata, **(extra or {}), "protocol": s["protocol"]}
             for s in scores for metric in METRICS]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from .factory import TEXT_TOWER_KEY, load_checkpoint, register_model_configs
 from .interface import EvalModel
 
-__all__ = ["EvalModel", "load_model", "file_digest"]
+__all__ = ["EvalModel", "load_model", "model_id", "check_model", "file_digest"]
 
 TIMM_PREFIX = "timm/"
 
@@ -133,7 +133,7 @@ def _load_own(directory: Path) -> EvalModel:
         from .factory import get_tokenizer
         tokenizer = get_tokenizer(spec.architecture)
     kind = "classifier" if spec.kind == "zsclassifier" else spec.kind  # a fine-tuned CLIP: a head over its classes
-    return EvalModel(name=directory.name, kind=kind, module=module, preprocess=preprocess,
+    return EvalModel(name=model_id(str(directory)), kind=kind, module=module, preprocess=preprocess,
                      preprocess_id=_transform_id(preprocess), weights_id=weights_id, tokenizer=tokenizer,
                      class_names=list(spec.class_names),
                      normalize_uint8=True, metadata={"architecture": spec.architecture, "library": "clipshift"})
@@ -153,17 +153,16 @@ def _load_timm(name: str, pretrained: str | None) -> EvalModel:
         module = _create(lambda: timm.create_model(arch, pretrained=False, checkpoint_path=str(pretrained)),
                          name, pretrained, True, hint)
         weights_id, tag = f"timm:{arch}:{file_digest(pretrained)}", Path(pretrained).name
-        model_id = f"{arch}/{Path(pretrained).stem}"
     elif pretrained:
         full = arch if "." in arch else f"{arch}.{pretrained}"
         module = _create(lambda: timm.create_model(full, pretrained=True), name, pretrained, False, hint)
-        weights_id, tag, model_id = f"timm:{full}", pretrained, full
+        weights_id, tag = f"timm:{full}", pretrained
     else:
         raise ValueError(f"--model {name!r} needs --pretrained: a checkpoint file or a timm pretrained tag "
                          f"(e.g. a1_in1k); random weights are never evaluated silently")
     module.eval()
     preprocess = create_transform(**resolve_data_config({}, model=module))
-    return EvalModel(name=model_id, kind="classifier", module=module, preprocess=preprocess,
+    return EvalModel(name=model_id(name, pretrained), kind="classifier", module=module, preprocess=preprocess,
                      preprocess_id=_transform_id(preprocess), weights_id=weights_id,
                      metadata={"architecture": arch, "pretrained": tag, "library": "timm"})
 
@@ -195,10 +194,70 @@ def _load_open_clip(name: str, pretrained: str | None) -> EvalModel:
         "HF_HOME (the Hugging Face hub cache) or open_clip's cache_dir (~/.cache/clip)")
     module.eval()
     tokenizer = open_clip.get_tokenizer(name)
-    model_id = name[len("hf-hub:"):] if name.startswith("hf-hub:") else f"{name}/{tag}"
-    return EvalModel(name=model_id, kind="clip", module=module, preprocess=preprocess,
+    return EvalModel(name=model_id(name, pretrained), kind="clip", module=module, preprocess=preprocess,
                      preprocess_id=_transform_id(preprocess), weights_id=weights_id, tokenizer=tokenizer,
                      metadata={"architecture": name, "pretrained": tag, "library": "open_clip"})
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def _names_a_file(pretrained: str) -> bool:
+    return os.sep in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES)
+
+
+def model_id(model: str, pretrained: str | None = None) -> str:
+    """The name :func:`load_model` gives the model (the results' ``model`` column), without loading it:
+    a checkpoint folder's name, ``ARCH/<file stem>`` or ``ARCH.<tag>`` for timm, ``NAME/<file name or
+    tag>`` for open_clip, the hub name for ``hf-hub:``."""
+    if Path(model).is_dir():
+        return Path(model).name
+    if model.startswith(TIMM_PREFIX):
+        arch = model[len(TIMM_PREFIX):]
+        if pretrained and Path(pretrained).exists():
+            return f"{arch}/{Path(pretrained).stem}"
+        return arch if "." in arch or not pretrained else f"{arch}.{pretrained}"
+    if model.startswith("hf-hub:"):
+        return model[len("hf-hub:"):]
+    return f"{model}/{Path(pretrained).name if pretrained and Path(pretrained).exists() else pretrained}"
+
+
+def check_model(model: str, pretrained: str | None = None) -> None:
+    """ValueError / FileNotFoundError (one line) where :func:`load_model` would refuse `model` with
+    `pretrained`, found without loading or downloading anything: a folder that is no checkpoint, a
+    missing weights file, a name open_clip and timm do not know, a tag open_clip has no weights for."""
+    path = Path(model)
+    if path.is_dir():
+        if not (path / "model.json").exists():
+            raise FileNotFoundError(f"{model!r}: a folder but not a clipshift checkpoint (no model.json)")
+        if pretrained:
+            raise ValueError(f"{model!r}: a clipshift checkpoint folder carries its weights; drop {pretrained!r}")
+        return
+    if pretrained and not Path(pretrained).exists() and _names_a_file(pretrained):
+        raise FileNotFoundError(f"{pretrained!r}: no such checkpoint file")
+    if os.sep in model and not model.startswith((TIMM_PREFIX, "hf-hub:")):
+        raise FileNotFoundError(f"{model!r} names no open_clip/timm/clipshift model or checkpoint file "
+                                "(no such checkpoint folder)")
+    if model.startswith(TIMM_PREFIX):
+        import timm
+
+        from . import convnet  # noqa: F401  (registers this package's convnets with timm)
+
+        if not timm.is_model(model[len(TIMM_PREFIX):]):
+            raise ValueError(f"{model!r} names no timm model (timm.list_models() lists them)")
+    elif not model.startswith("hf-hub:"):
+        import open_clip
+
+        register_model_configs()
+        if model not in open_clip.list_models():
+            raise ValueError(f"{model!r} names no open_clip/timm/clipshift model or checkpoint file")
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        if pretrained and not Path(pretrained).exists() and pretrained not in tags:
+            raise ValueError(f"{model!r} has no pretrained weights tagged {pretrained!r} (open_clip knows "
+                             f"{', '.join(tags) if tags else 'none: give a checkpoint file'})")
+    if not pretrained and not model.startswith("hf-hub:"):
+        raise ValueError(f"{model!r} needs pretrained weights: a tag or a checkpoint file; random weights are "
+                         "never evaluated silently")
 
 
 def load_model(model: str, pretrained: str | None = None) -> EvalModel:
@@ -210,8 +269,7 @@ def load_model(model: str, pretrained: str | None = None) -> EvalModel:
         if pretrained:
             raise ValueError("a clipshift checkpoint folder carries its weights; drop --pretrained")
         return _load_own(path)
-    if pretrained and not Path(pretrained).exists() and (os.sep in pretrained or pretrained.endswith(
-            (".pt", ".pth", ".bin", ".safetensors", ".ckpt"))):
+    if pretrained and not Path(pretrained).exists() and _names_a_file(pretrained):
         raise FileNotFoundError(f"--pretrained {pretrained!r}: no such checkpoint file")
     if model.startswith(TIMM_PREFIX):
         return _load_timm(model, pretrained)
