@@ -8,7 +8,7 @@
     clipshift finetune CONFIG.yaml [key=value ...] [--resume]
     clipshift eval --model M [--pretrained P] | --models FILE [--plan] [--datasets a,b] --data-root DIR | --world DIR --out DIR
     clipshift probe --run runs/quickstart | --model M --pretrained P ... --data-root DIR --out DIR
-    clipshift er --results TABLE [--baseline TABLE] [--id-dataset imagenet[,B]] [--shifts ...] --out DIR
+    clipshift er --results TABLE [--baseline TABLE|published] [--compare NAME] [--id-dataset imagenet[,B]] --out DIR
     clipshift aline --predictions FILE.npz | --run RUN_DIR [--id-dataset ID] [--baseline REGEX] --out DIR
 """
 
