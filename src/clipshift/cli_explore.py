@@ -24,8 +24,12 @@ DESCRIPTION = ("Write DIR/explore.html: an interactive, self-contained page (plo
 
 
 def user_models(args, er) -> list:
-    """The models of the --results table that are not baseline models, in er's order."""
+    """The models of the --results table that are not baseline models, in er's order: those whose
+    ``role`` is ``user`` where er has roles, else read from the table."""
     from .robustness import read_results
+
+    if "role" in er:
+        return list(dict.fromkeys(er.loc[er["role"] == "user", "model"].astype(str)))
 
     table = read_results(args.results, **(results_options(args) or {}))
     theirs = set(table["model"].astype(str))

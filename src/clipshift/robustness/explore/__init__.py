@@ -25,7 +25,8 @@ from .payload import build_payload, default_user_models
 
 EXPLORER_NAME = "explore.html"
 HERE = Path(__file__).resolve().parent
-__all__ = ["EXPLORER_NAME", "build_payload", "default_user_models", "render_explorer", "write_explorer"]
+__all__ = ["EXPLORER_NAME", "build_payload", "default_user_models", "explorer_link", "render_explorer",
+           "write_explorer"]
 
 
 @lru_cache(maxsize=1)
@@ -58,6 +59,13 @@ def render_explorer(er: pd.DataFrame, fits: pd.DataFrame, **kwargs) -> str:
              "SCRIPT": (HERE / "page.js").read_text(encoding="utf-8")}
     page = (HERE / "page.html").read_text(encoding="utf-8")
     return re.sub(r"@@([A-Z]+)@@", lambda m: parts[m.group(1)], page)
+
+
+def explorer_link(name: str = EXPLORER_NAME) -> str:
+    """The markdown line of a report that links to the explorer page beside it (report.html keeps the link)."""
+    return (f"**Explore every model interactively:** [{name}]({name}), one page that opens offline: hover a "
+            f"point for its numbers, switch the shift, filter by name or source, click a model for its "
+            f"effective robustness on every shift, download the table as CSV.")
 
 
 def _escape(text: str) -> str:

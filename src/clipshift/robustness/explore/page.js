@@ -215,11 +215,12 @@
     const meta = [["pretrained", field("pretrained", i)], ["source", sourceOf(i)], ["training data", field("training_data", i)],
       ["baseline model", M.baseline[i] ? "yes" : "no"]].filter(([, v]) => v);
     const lines = D.datasets.map((d) => { const rows = D.data[d], k = rows.i.indexOf(i);
+      const n = (v, digits) => (v === null ? "n/a" : (v >= 0 ? "+" : "\u2212") + Math.abs(100 * v).toFixed(digits));
       return k < 0 ? "" : '<tr data-dataset="' + esc(d) + '"><td>' + esc(d) + '</td><td class="num">' + pct(rows.y[k]) +
-        '</td><td class="num er">' + pp(rows.e[k]) + '</td><td class="num">[' + pp(rows.l[k]) + ", " + pp(rows.h[k]) + "]</td></tr>"; });
+        '</td><td class="num er">' + n(rows.e[k], 2) + '</td><td class="num">[' + n(rows.l[k], 1) + ", " + n(rows.h[k], 1) + "]</td></tr>"; });
     box.innerHTML = "<h3>" + esc(M.model[i]) + "</h3><dl>" + meta.map(([k, v]) => "<dt>" + k + "</dt><dd>" + esc(v) + "</dd>").join("") +
-      "</dl><table><thead><tr><th>dataset</th><th class=\"num\">accuracy</th><th class=\"num\">ER</th><th class=\"num\">" +
-      "interval</th></tr></thead><tbody>" + lines.join("") + '</tbody></table><button type="button" id="unpin">Unpin</button>';
+      "</dl><table><thead><tr><th>dataset</th><th class=\"num\">accuracy</th><th class=\"num\">ER, pp</th><th class=\"num\">" +
+      "95% interval</th></tr></thead><tbody>" + lines.join("") + '</tbody></table><button type="button" id="unpin">Unpin</button>';
     $("unpin").addEventListener("click", () => pin(-1));
   }
   function pin(i) { state.pinned = i === state.pinned ? -1 : i; update(); }

@@ -45,8 +45,11 @@ def _categories(values) -> tuple[list, list]:
 
 
 def default_user_models(er: pd.DataFrame) -> list:
-    """The models to highlight when none are named: the non-baseline ones, if there are at most
+    """The models to highlight when none are named: those whose ``role`` is ``user`` where er has roles
+    (``clipshift er``: the models of the results table), else the non-baseline ones if there are at most
     ``MAX_DEFAULT_USER`` of them (a run's own models beside its baseline), else none."""
+    if "role" in er:
+        return list(dict.fromkeys(er.loc[er["role"] == "user", "model"]))
     others = list(dict.fromkeys(er.loc[~er["is_baseline"].astype(bool), "model"]))
     return others if len(others) <= MAX_DEFAULT_USER else []
 
