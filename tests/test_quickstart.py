@@ -19,7 +19,7 @@ def test_run_directory_holds_every_artefact(run_dir):
                  "figures/er_average.png", "figures/er_sketch.png", "world/train_diverse.csv",
                  "world/test", "checkpoints/contrastive_diverse/model.safetensors", "probe.csv",
                  "figures/probe_kurtosis_vs_er.png", "er_multi_id.csv", "fits_multi_id.csv",
-                 "figures/er_multi_id_average.png"):
+                 "figures/er_multi_id_average.png", "explore.html"):
         assert (run_dir / name).exists(), name
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["architecture"] == "clipshift-small-bow"
     results = pd.read_csv(run_dir / "results.csv")
@@ -34,6 +34,7 @@ def test_run_directory_holds_every_artefact(run_dir):
     assert "## Inside the representations" in report
     page = (run_dir / "report.html").read_text()  # self-contained: every figure embedded
     assert 'src="figures/' not in page and page.count('src="data:image/png;base64,') >= 2
+    assert 'href="explore.html"' in page  # the interactive page beside it (tests/test_explore.py opens it)
     probe = pd.read_csv(run_dir / "probe.csv")
     assert {"model", "analysis", "key", "value"} <= set(probe.columns)
     assert set(results["model"]) - {m for m in results["model"] if m.endswith("_bare")} <= set(probe["model"])

@@ -8,6 +8,7 @@ import pandas as pd
 
 from ...formatting import markdown_table, pct, pp
 from ...io import atomic_write_text
+from ...robustness.explore import explorer_link
 from ...robustness.protocols import protocol_section
 
 AVG = "average"
@@ -179,6 +180,8 @@ percentage points, with 95% bootstrap intervals.
   reference model's accuracy on the pool was {100 * adv['reference_pool_accuracy']:.1f}%.
 
 {probe_md.strip() + chr(10) + chr(10) if probe_md else ""}## Figures
+
+{explorer_link()}
 
 {chr(10).join(figure_lines)}
 

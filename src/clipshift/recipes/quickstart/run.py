@@ -31,6 +31,7 @@ from ...models.interface import EvalModel
 from ...parallel import check_main_guard, resolve_jobs, run_largest_first
 from ...probe import probe_section
 from ...report_html import write_html_report
+from ...robustness.explore import EXPLORER_NAME, write_explorer
 from ...robustness import compute_effective_robustness, plot_all, plot_multi_id_fit
 from ...train.loop import TrainData, train
 from ...train.objectives import model_kind
@@ -170,6 +171,7 @@ def run_quickstart(config: QuickstartConfig, out: str | Path, *, progress: bool 
 
     t = time.perf_counter()
     er, fits, figures, multi = fit_effective_robustness(results, run_dir, config.seed)
+    write_explorer(er, fits, run_dir / EXPLORER_NAME, title="clipshift quickstart: every model")
     log.step("effective robustness fitted and plotted", time.perf_counter() - t)
 
     t = time.perf_counter()

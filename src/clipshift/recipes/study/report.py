@@ -11,6 +11,7 @@ import pandas as pd
 from ...io import atomic_write_text
 from ...formatting import markdown_table, pct, pp
 from ...report_html import write_html_report
+from ...robustness.explore import explorer_link
 from ...robustness.protocols import protocol_section
 from .hypotheses import QUESTIONS, TITLES
 
@@ -183,6 +184,8 @@ above the line that ID-trained supervised models follow.
 {markdown_table(verdict_table(sections))}
 
 {overview}
+
+{explorer_link()}
 
 ## Setup
 

@@ -32,6 +32,7 @@ from ...evaluate.predictions import predictions_path, write_predictions
 from ...models.load import file_digest, load_model
 from ...parallel import check_main_guard, resolve_jobs, run_largest_first
 from ...robustness import compute_effective_robustness
+from ...robustness.explore import EXPLORER_NAME, write_explorer
 from ...robustness.effective import AVERAGE
 from ...world.captions import BARE_TEMPLATE, ZERO_SHOT_TEMPLATES
 from ..common.runlog import Log, training_cost, versions
@@ -225,6 +226,7 @@ def analyse(config, results: pd.DataFrame, run_dir: Path, data: StudyData) -> tu
                                             n_bootstrap=config.bootstrap, seed=config.seed)
     atomic_write_text(run_dir / "er.csv", er.to_csv(index=False))
     atomic_write_text(run_dir / "fits.csv", fits.to_csv(index=False))
+    write_explorer(er, fits, run_dir / EXPLORER_NAME, title="clipshift study: every model")
     summary, per_shift = summarize(er), summarize_shifts(er, shifts)
     atomic_write_text(run_dir / "summary.csv", summary.to_csv(index=False))
     atomic_write_text(run_dir / "summary_shifts.csv", per_shift.to_csv(index=False))
