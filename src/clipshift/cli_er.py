@@ -199,6 +199,7 @@ def print_summary(er, fits, args) -> None:
 def cmd_er(args) -> int:
     from .io import atomic_write_text
     from .robustness import plot_all
+    from .robustness.explore import write_explorer
 
     er, fits = compute_er(args)
     out = Path(args.out)
@@ -206,8 +207,10 @@ def cmd_er(args) -> int:
     atomic_write_text(out / "er.csv", er.to_csv(index=False))
     atomic_write_text(out / "fits.csv", fits.to_csv(index=False))
     figures = plot_all(er, fits, out, transform=args.transform)
+    page = write_explorer(er, fits, out, transform=args.transform)  # the same, interactive: explore.html
     print_summary(er, fits, args)
-    print(f"wrote {out / 'er.csv'}, {out / 'fits.csv'} and {len(figures)} plots in {out}")
+    print(f"wrote {out / 'er.csv'}, {out / 'fits.csv'} and {len(figures)} plots in {out}; every model "
+          f"interactively: {page}")
     return 0
 
 
