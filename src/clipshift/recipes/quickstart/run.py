@@ -33,6 +33,7 @@ from ...probe import probe_section
 from ...report_html import write_html_report
 from ...robustness.explore import EXPLORER_NAME, write_explorer
 from ...robustness import compute_effective_robustness, plot_all, plot_multi_id_fit
+from ...robustness.colours import run_colours
 from ...train.loop import TrainData, train
 from ...train.objectives import model_kind
 from ...world.adversarial import filter_adversarial
@@ -203,24 +204,26 @@ def fit_effective_robustness(results: pd.DataFrame, run_dir: Path, seed: int):
     when the baseline also holds `diverse`-trained models, against the plane over both ID test sets
     (Shi et al. 2023: ``er_multi_id.csv``, ``fits_multi_id.csv``, ``figures/er_multi_id_average.png``;
     its bootstrap resamples the baseline within each training distribution, so no draw loses the
-    `diverse`-trained models).
+    `diverse`-trained models). The figures share one group → colour mapping (``run_colours``).
     Returns (er, fits, figures, (er_multi, fits_multi) or None)."""
     groups = results.drop_duplicates("model").set_index("model")["group"]
     narrow = sorted(groups.index[groups == "baseline"])
     er, fits = compute_effective_robustness(results, ID_DATASET, list(SHIFTS), baseline_models=narrow, seed=seed)
     _write_table(er, run_dir / "er.csv")
     _write_table(fits, run_dir / "fits.csv")
-    figures = plot_all(er, fits, run_dir / "figures")
     both = sorted(groups.index[groups.isin(["baseline", "baseline diverse"])])
     if len(both) == len(narrow) or not set(ID_DATASETS) <= set(results["dataset"]):
-        return er, fits, figures, None
+        return er, fits, plot_all(er, fits, run_dir / "figures", colours=run_colours(er)), None
     er_multi, fits_multi = compute_effective_robustness(results, list(ID_DATASETS), list(SHIFTS),
                                                         baseline_models=both, seed=seed,
                                                         baseline_strata="train_distribution")
     _write_table(er_multi, run_dir / "er_multi_id.csv")
     _write_table(fits_multi, run_dir / "fits_multi_id.csv")
+    colours = run_colours(er, er_multi)
+    figures = plot_all(er, fits, run_dir / "figures", colours=colours)
     plot_multi_id_fit(er_multi, fits_multi, "average", run_dir / "figures" / "er_multi_id_average.png",
-                      title="average over shifts: two ID test sets (test, test_diverse)")  # in the report's section
+                      title="average over shifts: two ID test sets (test, test_diverse)",  # in the report's section
+                      colours=colours)
     return er, fits, figures, (er_multi, fits_multi)
 
 

@@ -40,7 +40,7 @@ from ..common.training import check_sources, load_train_config, run_training
 from .analysis import cautions, epoch_records, run_budget, summarize, summarize_shifts
 from .data import (StudyData, decode_rate, evaluation_data, generated, make_world, plan_data, prepare,
                    world_domains, world_root)
-from .figures import plot_finetune_curves, plot_hypothesis
+from .figures import config_colours, plot_finetune_curves, plot_hypothesis
 from .hypotheses import REGISTRY
 from .plan import study_plan, train_run
 from .schedule import plan_blocks, require_sbatch, write_plan_sh, write_plan_slurm
@@ -233,12 +233,16 @@ def analyse(config, results: pd.DataFrame, run_dir: Path, data: StudyData) -> tu
     base = er[(er["dataset"] == AVERAGE) & er["is_baseline"].astype(bool)]["id_accuracy"]
     ctx = Context(summary, per_shift, (float(base.min()), float(base.max())), 1 / len(data.class_names))
     sections = []
+    rows_of = {}  # all rows first: the figures share one configuration → colour mapping
     for name in config.hypotheses:
         hypothesis = REGISTRY[name]
-        rows = hypothesis.rows(config, ctx) if hypothesis.rows else ctx.rows(hypothesis.keys(config))
+        rows_of[name] = hypothesis.rows(config, ctx) if hypothesis.rows else ctx.rows(hypothesis.keys(config))
+    colours = config_colours(rows_of)
+    for name, rows in rows_of.items():
+        hypothesis = REGISTRY[name]
         verdict = hypothesis.verdict(rows, ctx)
         figure = plot_hypothesis(hypothesis, rows, er, fits, run_dir / "figures" / f"study_{name}.png",
-                                 config.id_dataset)
+                                 config.id_dataset, colours=colours)
         sections.append(dict(hypothesis=name, rows=rows, verdict=verdict.line, finding=verdict.finding,
                              published=hypothesis.published, agreement=hypothesis.agreement(verdict.finding),
                              held_equal=verdict.held_equal, caveat=verdict.caveat, figure=figure,
