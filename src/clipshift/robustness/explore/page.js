@@ -41,6 +41,7 @@
   const esc = (s) => String(s).replace(/[&<>"]/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[ch]);
   const shiftName = (d) => (d === D.average ? "average over shifts" : d);
   const sourceOf = (i) => (M.source[i] >= 0 ? M.sources[M.source[i]] : "");
+  const short = (label) => label.replace(/ \(.*\)$/, ""); // "timm results (results/, copied ...)" → "timm results"
   const field = (name, i) => (M[name] ? M[name][i] : "");
   const lowered = M.model.map((m, i) => (m + " " + field("name", i) + " " + field("pretrained", i)).toLowerCase());
 
@@ -111,7 +112,7 @@
     const bySource = new Map();
     others.forEach((k) => { const s = M.source[rows.i[k]]; if (!bySource.has(s)) bySource.set(s, []); bySource.get(s).push(k); });
     [...bySource.keys()].sort((a, b) => a - b).forEach((s) => {
-      const part = bySource.get(s), label = s >= 0 ? M.sources[s] : "other models";
+      const part = bySource.get(s), label = s >= 0 ? short(M.sources[s]) : "other models";
       out.push(modelTrace(rows, part, label + " (" + part.length + ")", { color: sourceColour(Math.max(s, 0)), size: 7, opacity: 0.75 }));
     });
     const right = lo + 0.7 * (hi - lo); // names of points in the right part go left of them
@@ -234,7 +235,8 @@
   function controls() {
     $("shift").innerHTML = D.datasets.map((d) => '<option value="' + esc(d) + '">' + esc(shiftName(d)) + "</option>").join("");
     $("axes").value = state.axes;
-    $("sources").innerHTML = M.sources.map((s, n) => '<label><input type="checkbox" data-source="' + n + '" checked> ' + esc(s) + "</label>").join("");
+    $("sources").innerHTML = M.sources.map((s, n) => '<label title="' + esc(s) + '"><input type="checkbox" data-source="' + n +
+      '" checked> ' + esc(short(s)) + "</label>").join("");
     $("shift").addEventListener("change", (e) => { state.shift = e.target.value; state.selected = null; update(); });
     $("axes").addEventListener("change", (e) => { state.axes = e.target.value; update(); });
     $("baseline").addEventListener("change", (e) => { state.baseline = e.target.checked; update(); });
