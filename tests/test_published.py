@@ -224,3 +224,32 @@ def test_stamped_results_against_the_published_baseline(tmp_path, capsys):
     error = capsys.readouterr().err.strip()
     assert "\n" not in error and "imagenet-r: rows measured under different protocols (classes differ)" in error
     assert "(full.csv: 2 model(s), e.g. my-clip)" in error and "timm results (" in error
+
+
+def test_several_results_tables_are_all_the_users(tmp_path, capsys):
+    """--results twice: both tables' models are the user's, each row exactly as with the two models in one
+    table; a model in both tables, or a table meeting no baseline dataset, is a one-line error naming it."""
+    er_one, fits_one, _ = _er(tmp_path, "one")
+    clip = write_mine(tmp_path / "clip.csv", {"my-clip": MINE["my-clip"]})
+    resnet = write_mine(tmp_path / "resnet.csv", {"my-resnet": MINE["my-resnet"]})
+    out = tmp_path / "two"
+    assert main(["er", "--results", str(clip), "--results", str(resnet), "--baseline", "published",
+                 "--bootstrap", "100", "--out", str(out)]) == 0
+    er_two = pd.read_csv(out / "er.csv")
+    pd.testing.assert_frame_equal(pd.read_csv(out / "fits.csv"), fits_one)
+    key = ["model", "dataset"]
+    drop = ["source", "group"]  # a table's models are grouped by its file name
+    pd.testing.assert_frame_equal(er_two.drop(columns=drop).sort_values(key).reset_index(drop=True),
+                                  er_one.drop(columns=drop).sort_values(key).reset_index(drop=True))
+    users = er_two[er_two["role"] == "user"].drop_duplicates("model").set_index("model")["group"].to_dict()
+    assert users == {"my-clip": "clip", "my-resnet": "resnet"}
+    capsys.readouterr()
+    assert main(["er", "--results", str(clip), "--results", str(write_mine(tmp_path / "again.csv")),
+                 "--baseline", "published", "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "again.csv: model 'my-clip' is in" in error and "clip.csv too" in error
+    (tmp_path / "id_only.csv").write_text("model,dataset,top1\nx,imagenet,70\n")
+    assert main(["er", "--results", str(clip), "--results", str(tmp_path / "id_only.csv"),
+                 "--baseline", "published", "--bootstrap", "10", "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "id_only.csv: no model with results on the baseline's datasets" in error

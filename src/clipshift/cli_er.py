@@ -77,7 +77,9 @@ def add_er_options(parser: argparse.ArgumentParser, *, out_help: str = "folder f
                    ) -> argparse.ArgumentParser:
     """The options of ``clipshift er`` (tables, baseline, datasets, fit, bootstrap, --out) on `parser`;
     :func:`compute_er` reads them back."""
-    parser.add_argument("--results", required=True, type=Path, help="results table (file or folder)")
+    parser.add_argument("--results", required=True, type=Path, action="append", metavar="TABLE",
+                        help="results table (file or folder); repeat it for several tables, whose models are all "
+                             "yours (a model may be in one of them only; the reading options apply to each)")
     parser.add_argument("--model-column", metavar="COL[,COL...]",
                         help="--results is a long table: the column(s) naming the model, several joined with '/' "
                              "(default model, and pretrained when present)")
@@ -138,7 +140,8 @@ def compute_er(args):
     id_for = {k: v.strip() for k, v in parse_pairs(args.id_for, "--id-for", "SHIFT=DATASET").items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        er, fits = effective_robustness(args.results, baseline_table(args.baseline),
+        results = args.results[0] if len(args.results) == 1 else list(args.results)
+        er, fits = effective_robustness(results, baseline_table(args.baseline),
                                         id_dataset=ids[0] if len(ids) == 1 else ids, compare=args.compare,
                                         shifts=names(args.shifts), id_datasets=id_for, baseline_filter=selector,
                                         transform=args.transform, n_bootstrap=args.bootstrap, seed=args.seed,

@@ -1,6 +1,6 @@
 """``clipshift explore``: the effective-robustness explorer, one self-contained page.
 
-    clipshift explore --results TABLE [--baseline TABLE] [er's options] --out DIR
+    clipshift explore --results TABLE [--results TABLE ...] [--baseline TABLE|published] [er's options] --out DIR
 
 Takes ``clipshift er``'s options (:func:`clipshift.cli_er.add_er_options`), computes the same tables
 (:func:`clipshift.cli_er.compute_er`) and writes ``DIR/explore.html``: every model's ID against shift
@@ -31,8 +31,7 @@ def user_models(args, er) -> list:
     if "role" in er:
         return list(dict.fromkeys(er.loc[er["role"] == "user", "model"].astype(str)))
 
-    table = read_results(args.results, **(results_options(args) or {}))
-    theirs = set(table["model"].astype(str))
+    theirs = {str(m) for path in args.results for m in read_results(path, **(results_options(args) or {}))["model"]}
     baseline = set(er.loc[er["is_baseline"].astype(bool), "model"].astype(str))
     return [m for m in dict.fromkeys(er["model"].astype(str)) if m in theirs and m not in baseline]
 
@@ -45,7 +44,7 @@ def cmd_explore(args) -> int:
     path = write_explorer(er, fits, Path(args.out), transform=args.transform, title=args.title, user_models=mine)
     size = path.stat().st_size / 1e6
     print(f"{er['model'].nunique()} models ({int(fits['num_models'].max())} in the baseline, {len(mine)} from "
-          f"{args.results.name} highlighted) on {len(fits) - 1} shifts")
+          f"{', '.join(p.name for p in args.results)} highlighted) on {len(fits) - 1} shifts")
     print(f"wrote {path} ({size:.1f} MB; opens offline in a browser)")
     return 0
 

@@ -338,6 +338,25 @@ def _load(table, what: str, options: dict | None = None, datasets=()) -> pd.Data
     raise TypeError(f"{what}: expected a path or a DataFrame, got {type(table).__name__}")
 
 
+def _load_results(results, options: dict | None, wanted) -> tuple[pd.DataFrame, list]:
+    """The user's table, or several (a list or tuple) stacked, and ``(name, frame)`` for each; a model in two
+    of them is a one-line error naming both."""
+    items = list(results) if isinstance(results, (list, tuple)) else [results]
+    if not items:
+        raise ValueError("results: no table given")
+    named = [(str(item) if isinstance(item, (str, Path)) else f"results[{i}]", _load(item, "results", options, wanted))
+             for i, item in enumerate(items)]
+    seen: dict = {}
+    for name, frame in named:
+        for model in dict.fromkeys(frame["model"]):
+            if seen.setdefault(model, name) != name:
+                raise ValueError(f"{name}: model {model!r} is in {seen[model]} too: each model may come from one "
+                                 f"results table only (rename one, e.g. with --model-column)")
+    table = named[0][1] if len(named) == 1 else pd.concat([f for _, f in named], ignore_index=True)
+    table.attrs["notes"] = [note for _, frame in named for note in frame.attrs.get("notes", [])]
+    return table, named
+
+
 def _select(models: list, baseline_filter) -> list:
     if baseline_filter is None:
         return models
@@ -410,7 +429,8 @@ def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shift
                          compare=None):
     """Effective robustness of every model in `results` above the baseline, in one call.
 
-    `results` and `baseline`: paths of any table ``read_results`` reads (this project's long CSV,
+    `results` (one, or a list of several whose models are all the user's) and `baseline`: paths of any
+    table ``read_results`` reads (this project's long CSV,
     open_clip's ``openclip_results.csv``, a timm ``results-*.csv`` folder, CLIP_benchmark JSON or its
     built CSV, JSON lines) or long DataFrames. `results_options`: keyword arguments of
     ``read_results`` for the `results` file (``model_columns``, ``dataset_column``, ``value_column``,
@@ -431,7 +451,8 @@ def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shift
     """
     ids = _as_names(id_dataset, "id_dataset")
     wanted = [*ids, *(shifts or []), *(id_datasets or {}).values()]  # kept by readers that drop other datasets
-    frames = [_load(results, "results", results_options, wanted)]
+    user, named = _load_results(results, results_options, wanted)
+    frames = [user]
     if baseline is not None:
         frames.append(_load(baseline, "baseline", None, wanted))
     references = load_references(compare, wanted)
@@ -453,8 +474,8 @@ def effective_robustness(results, baseline=None, *, id_dataset="imagenet", shift
                    seed=seed, baseline_strata=baseline_strata, allow_mixed_protocols=allow_mixed_protocols)
     er, fits = compute_effective_robustness(table, id_dataset, shifts, baseline_models=models, **options)
     if baseline is not None:  # the results' own models must meet the baseline somewhere
-        where = str(results) if isinstance(results, (str, Path)) else "results"
-        check_overlap(frames[0], where, [*ids, *(id_datasets or {}).values()], shifts)
+        for where, frame in named:
+            check_overlap(frame, where, [*ids, *(id_datasets or {}).values()], shifts)
     protocols = er.attrs["protocols"]
     if references is not None:
         references, more = new_references(references, table, frames[0]["model"])
