@@ -39,6 +39,7 @@ EXPECTED = {
                           stdout=["report.md"]),
     "openclip_results.csv": dict(files=[], stdout=["imagenet-v2", "ViT-B-32/openai"]),
     "plot_multi_id_fit(": dict(files=["er_multi_average.png"], stdout=["weight_test_diverse"]),
+    "model_colours(": dict(files=["figures/er_average.png"], stdout=["#"]),
     "agreement_on_the_line(": dict(files=["preds.npz"], stdout=["er_aline_d", "holds"]),
 }
 
