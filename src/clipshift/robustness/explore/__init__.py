@@ -6,7 +6,7 @@ for a model's numbers; filters by source table, model name and baseline; the use
 highlighted and labelled; a click pins a model and lists its effective robustness on every shift;
 the table of the models shown (or box-selected) downloads as CSV.
 
-The page is built with plotly: plotly.js is embedded in it, the data are compact columnar JSON
+The page is built with plotly: plotly.js (its basic bundle, ``vendor/``) is embedded in it, the data are compact columnar JSON
 (:mod:`.payload`), the behaviour is ``page.js``. Nothing is fetched: no CDN, fonts or MathJax, and a
 Content-Security-Policy forbids any request.
 """
@@ -29,8 +29,15 @@ __all__ = ["EXPLORER_NAME", "build_payload", "default_user_models", "explorer_li
            "write_explorer"]
 
 
+PLOTLY_BASIC = HERE / "vendor" / "plotly-basic.min.js"  # plotly.js's basic bundle (vendor/README.md)
+
+
 @lru_cache(maxsize=1)
 def _plotly_js() -> str:
+    """plotly.js for the page: the vendored basic bundle (1.2 MB: scatter is all the page draws; a
+    quarter of the full bundle's size and parse time), else the plotly Python package's full bundle."""
+    if PLOTLY_BASIC.is_file():
+        return PLOTLY_BASIC.read_text(encoding="utf-8")
     from plotly.offline import get_plotlyjs
 
     return get_plotlyjs()
