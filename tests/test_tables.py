@@ -200,7 +200,8 @@ def test_imagenet1k_only_selector():
     assert imagenet1k_only("deit_small_patch16_224.fb_in1k") and imagenet1k_only("convnextv2_tiny.fcmae_ft_in1k")
     for name in ("convnext_base.fb_in22k_ft_in1k", "vit_base_patch16_clip_224.openai_ft_in1k",
                  "resnet50.fb_swsl_ig1b_ft_in1k", "tf_efficientnet_b0.ns_jft_in1k", "beit_base_patch16_224.in22k",
-                 "resnet50", "vit_base_patch16_224.augreg2_in21k_ft_in1k", "eva02_base_patch14_448.mim_in22k_ft_in1k"):
+                 "resnet50", "vit_base_patch16_224.augreg2_in21k_ft_in1k", "eva02_base_patch14_448.mim_in22k_ft_in1k",
+                 "regnety_1280.swag_lc_in1k", "regnety_320.seer_ft_in1k", "hrnet_w18_ssld.paddle_in1k"):
         assert not imagenet1k_only(name), name
 
 

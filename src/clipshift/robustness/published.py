@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .tables import EXTRA_DATA_TOKENS, imagenet1k_only, read_openclip_table, read_timm_folder
+from .tables import EXTRA_DATA_ARCH_TOKENS, EXTRA_DATA_TOKENS, imagenet1k_only, read_openclip_table, read_timm_folder
 
 PUBLISHED = "published"  # --baseline published; --compare published
 DATA_FOLDER = "published_tables"
@@ -38,7 +38,8 @@ COMPARE_NAMES = {"published": "every shipped model: open_clip's and timm's",
 TIMM_DATA = {"in1k": "ImageNet-1k", "in12k": "ImageNet-12k", "in21k": "ImageNet-21k", "in22k": "ImageNet-22k",
              "laion2b": "LAION-2B", "laiona": "LAION-Aesthetic", "laion400m": "LAION-400M", "openai": "OpenAI WIT-400M",
              "webli": "WebLI", "jft": "JFT-300M", "ig1b": "Instagram-1B", "yfcc100m": "YFCC-100M",
-             "m38m": "Merged-38M", "m30m": "Merged-30M", "dfn2b": "DFN-2B", "lvd142m": "LVD-142M"}
+             "m38m": "Merged-38M", "m30m": "Merged-30M", "dfn2b": "DFN-2B", "lvd142m": "LVD-142M",
+             "swag": "Instagram-3.6B (SWAG)", "seer": "Instagram-1B (SEER)"}
 # open_clip pretrained tags, by prefix (the first that matches)
 OPENCLIP_DATA = (("mscoco_finetuned_laion2b", "LAION-2B → MSCOCO"), ("openai", "OpenAI WIT-400M"),
                  ("laion400m", "LAION-400M"), ("laion2b", "LAION-2B"), ("laion5b", "LAION-5B"),
@@ -80,7 +81,9 @@ def timm_training_data(model_id: str) -> str | None:
     name = str(model_id).split("@", 1)[0]
     if "." not in name:
         return None
-    tokens = [t for t in re.split(r"[_\-]", name.split(".", 1)[1].lower()) if t and not t.isdigit()]
+    arch, tag = name.lower().split(".", 1)
+    tokens = [t for t in re.split(r"[_\-]", tag) if t and not t.isdigit()]
+    tokens = [t for t in re.split(r"[_\-]", arch) if t in EXTRA_DATA_ARCH_TOKENS] + tokens  # hrnet_w18_ssld
     named = [TIMM_DATA[t] for t in tokens if t in TIMM_DATA]
     if set(named) <= {"ImageNet-1k"}:
         named = [TIMM_DATA.get(t, t) for t in tokens if t in TIMM_DATA or t in EXTRA_DATA_TOKENS]

@@ -348,7 +348,11 @@ EXTRA_DATA_TOKENS = frozenset({
     "ig3b", "jft", "jft300m", "yfcc", "yfcc15m", "yfcc100m", "dfn", "dfn2b", "dfn5b", "datacomp", "datacompxl",
     "cc12m", "swsl", "ssl", "wsl", "merged", "clip", "metaclip", "o365", "objects365", "ssld", "6m", "lvd142m",
     "lvd", "dinov2", "ns", "indomain",
+    "swag", "seer",  # Instagram-3.6B weak supervision (SWAG), Instagram-1B self-supervision (SEER)
 })
+# Tokens of a timm architecture name that say the same (``hrnet_w18_ssld.paddle_in1k``: SSLD distillation
+# with ImageNet-22k images).
+EXTRA_DATA_ARCH_TOKENS = frozenset({"ssld"})
 
 
 def imagenet1k_only(model_id: str) -> bool:
@@ -356,13 +360,16 @@ def imagenet1k_only(model_id: str) -> bool:
 
     The tag (after the ``.``; any ``@img_size`` suffix ignored) must end in ``in1k`` and contain no
     token of ``EXTRA_DATA_TOKENS`` (``convnext_base.fb_in22k_ft_in1k`` → False,
-    ``resnet50.a1_in1k`` → True). A heuristic on names: check the list against your own needs."""
+    ``resnet50.a1_in1k`` → True), and the architecture no token of ``EXTRA_DATA_ARCH_TOKENS``
+    (``hrnet_w18_ssld.paddle_in1k`` → False). A heuristic on names: check the lists against your own
+    needs."""
     name = str(model_id).split("@", 1)[0]
     if "." not in name:
         return False
-    tokens = re.split(r"[_\-]", name.split(".", 1)[1].lower())
-    tokens = [t for t in tokens if not t.isdigit()]  # resolution suffixes such as _384
-    return bool(tokens) and tokens[-1] == "in1k" and not (set(tokens) & EXTRA_DATA_TOKENS)
+    arch, tag = name.lower().split(".", 1)
+    tokens = [t for t in re.split(r"[_\-]", tag) if not t.isdigit()]  # resolution suffixes such as _384
+    return (bool(tokens) and tokens[-1] == "in1k" and not (set(tokens) & EXTRA_DATA_TOKENS)
+            and not set(re.split(r"[_\-]", arch)) & EXTRA_DATA_ARCH_TOKENS)
 
 
 BASELINE_SELECTORS = {"in1k-only": imagenet1k_only}
