@@ -273,6 +273,55 @@ def test_report_links_to_the_explorer(browser, tables, tmp_path):
         page.close()
 
 
+HOSTILE = {"my-clip-wide": 'old<!--clip</script> & co', "my-vit-narrow": '<a href="https://example.com">click</a> <b>m</b>'}
+
+
+def test_names_are_text_never_markup(browser, tables, tmp_path):
+    """Model names with <!--, </script> or tags: the page still loads, names are shown as written, and
+    no link or markup of theirs reaches the plot; a folder named like a file (run_v1.2) stays a folder."""
+    er, fits, _ = tables
+    er = er.assign(model=er["model"].replace(HOSTILE))
+    path = write_explorer(er, fits, tmp_path / "run_v1.2", user_models=list(HOSTILE.values()))
+    assert path == tmp_path / "run_v1.2" / EXPLORER_NAME
+    html = path.read_text(encoding="utf-8")
+    assert html.count("</script>") == 3 and "<!--" not in html.split("<style>")[-1]
+    problems = []
+    page = browser[0].context.new_page()
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    try:
+        page.goto(path.as_uri())
+        page.wait_for_function("window.explorerReady === true", timeout=30_000)
+        labels = page.evaluate("Array.from(document.querySelectorAll('#plot .textpoint text')).map((t) => t.textContent)")
+        assert set(HOSTILE.values()) <= set(labels), labels
+        assert page.locator("#plot a").count() == 0 and page.locator("#plot b").count() == 0
+        x, y = point_position(page, HOSTILE["my-vit-narrow"])
+        page.mouse.move(x, y)
+        tip = page.locator(".hoverlayer .hovertext")
+        tip.wait_for(timeout=5000)
+        assert HOSTILE["my-vit-narrow"] in tip.text_content() and page.locator(".hoverlayer a").count() == 0
+        assert problems == []
+    finally:
+        page.close()
+
+
+def test_reference_models_take_their_colour_of_the_static_figures(page, tables):
+    """Models that are neither baseline nor the user's are drawn in their group's colour of the PNGs
+    (robustness.colours.model_colours), as the user's are."""
+    from clipshift.robustness.colours import model_colours
+
+    colours = model_colours(tables[0])
+    traces = page.evaluate("""document.getElementById('plot').data.filter((t) => t.meta === 'models')
+        .map((t) => ({ ids: t.customdata, colour: t.marker.color }))""")
+    models = page.evaluate("window.explorer.data.models.model")
+    seen = {}
+    for trace in traces:
+        marker = trace["colour"] if isinstance(trace["colour"], list) else [trace["colour"]] * len(trace["ids"])
+        seen.update({models[i]: c for i, c in zip(trace["ids"], marker)})
+    refs = [m for m in seen if m.startswith("ViT-B-")]
+    assert len(refs) == 8 and {seen[m] for m in refs} == {colours[m] for m in refs} != {"#7f7f7f"}
+    assert all(seen[m] == colours[m] for m in seen)
+
+
 def test_cli_writes_the_page(tmp_path, capsys):
     results = long_results()
     results.to_csv(tmp_path / "results.csv", index=False)

@@ -52,9 +52,10 @@ def _template() -> dict:
 
 
 def _script_json(value) -> str:
-    """JSON safe inside a <script> element: no ``</`` and no HTML comment openers."""
+    """JSON safe inside a <script> element and still JSON: ``<``, ``>`` and ``&`` as \\u escapes, so no
+    ``</script>``, ``<!--`` or entity can appear in it."""
     text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def render_explorer(er: pd.DataFrame, fits: pd.DataFrame, **kwargs) -> str:
@@ -82,7 +83,8 @@ def _escape(text: str) -> str:
 def write_explorer(er: pd.DataFrame, fits: pd.DataFrame, path, *, transform: str = "logit",
                    title: str = "Effective robustness explorer", user_models=None, colours: dict | None = None) -> Path:
     """Write the explorer page for the tables of ``compute_effective_robustness`` (or er.csv and
-    fits.csv read back) to `path` (a file, or a folder to hold ``explore.html``); returns the file.
+    fits.csv read back) to `path` (a file ending in ``.html``, else a folder to hold ``explore.html``);
+    returns the file.
 
     `transform`: the axis scale the page opens with (``logit`` or ``probit``; the page can switch).
     `user_models`: model ids to highlight and always label (default: the non-baseline models when
@@ -90,7 +92,7 @@ def write_explorer(er: pd.DataFrame, fits: pd.DataFrame, path, *, transform: str
     the static figures, by group: ``robustness.colours.model_colours``). Columns ``source``,
     ``training_data``, ``name`` and ``pretrained`` are shown where er has them."""
     path = Path(path)
-    if path.is_dir() or not path.suffix:
+    if path.is_dir() or path.suffix.lower() not in (".html", ".htm"):  # a folder, even one named run_v1.2
         path = path / EXPLORER_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     html = render_explorer(er, fits, transform=transform, title=title, user_models=user_models, colours=colours)

@@ -39,6 +39,8 @@
   const pct = (v) => (v === null ? "n/a" : (100 * v).toFixed(2) + "%");
   const pp = (v) => (v === null ? "n/a" : (v >= 0 ? "+" : "\u2212") + Math.abs(100 * v).toFixed(2) + " pp");
   const esc = (s) => String(s).replace(/[&<>"]/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[ch]);
+  // text for plotly (labels, legend, titles): plotly reads a subset of HTML and decodes &lt; &gt; &amp;, not &quot;
+  const ptext = (s) => String(s).replace(/[&<>]/g, (ch) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;" })[ch]);
   const shiftName = (d) => (d === D.average ? "average over shifts" : d);
   const sourceOf = (i) => (M.source[i] >= 0 ? M.sources[M.source[i]] : "");
   const short = (label) => label.replace(/ \(.*\)$/, ""); // "timm results (results/, copied ...)" → "timm results"
@@ -46,12 +48,12 @@
   const lowered = M.model.map((m, i) => (m + " " + field("name", i) + " " + field("pretrained", i)).toLowerCase());
 
   function hoverText(i, k, rows) {
-    const lines = ["<b>" + esc(M.model[i]) + "</b>"];
-    if (field("name", i) && field("name", i) !== M.model[i]) lines.push("name: " + esc(field("name", i)));
-    if (field("pretrained", i)) lines.push("pretrained: " + esc(field("pretrained", i)));
-    if (sourceOf(i)) lines.push("source: " + esc(sourceOf(i)));
-    if (field("training_data", i)) lines.push("training data: " + esc(field("training_data", i)));
-    lines.push(esc(D.id_dataset) + ": " + pct(rows.x[k]) + "  \u00b7  " + esc(shiftName(state.shift)) + ": " + pct(rows.y[k]));
+    const lines = ["<b>" + ptext(M.model[i]) + "</b>"];
+    if (field("name", i) && field("name", i) !== M.model[i]) lines.push("name: " + ptext(field("name", i)));
+    if (field("pretrained", i)) lines.push("pretrained: " + ptext(field("pretrained", i)));
+    if (sourceOf(i)) lines.push("source: " + ptext(sourceOf(i)));
+    if (field("training_data", i)) lines.push("training data: " + ptext(field("training_data", i)));
+    lines.push(ptext(D.id_dataset) + ": " + pct(rows.x[k]) + "  \u00b7  " + ptext(shiftName(state.shift)) + ": " + pct(rows.y[k]));
     lines.push("ER " + pp(rows.e[k]) + " [" + pp(rows.l[k]) + ", " + pp(rows.h[k]) + "]" + (M.baseline[i] ? "  (baseline model)" : ""));
     return lines.join("<br>");
   }
@@ -71,7 +73,7 @@
   // --- traces ---
   const xOf = (rows, k) => (D.fits[state.shift].plane ? rows.b[k] : rows.x[k]);
   function modelTrace(rows, ks, name, marker, extra) {
-    return Object.assign({ type: "scatter", mode: "markers", name: name, x: ks.map((k) => fwd(xOf(rows, k))),
+    return Object.assign({ type: "scatter", mode: "markers", name: ptext(name), x: ks.map((k) => fwd(xOf(rows, k))),
       y: ks.map((k) => fwd(rows.y[k])), customdata: ks.map((k) => rows.i[k]),
       hovertext: ks.map((k) => hoverText(rows.i[k], k, rows)), hovertemplate: "%{hovertext}<extra></extra>",
       marker: marker, meta: "models" }, extra || {});
@@ -113,12 +115,14 @@
     others.forEach((k) => { const s = M.source[rows.i[k]]; if (!bySource.has(s)) bySource.set(s, []); bySource.get(s).push(k); });
     [...bySource.keys()].sort((a, b) => a - b).forEach((s) => {
       const part = bySource.get(s), label = s >= 0 ? short(M.sources[s]) : "other models";
-      out.push(modelTrace(rows, part, label + " (" + part.length + ")", { color: sourceColour(Math.max(s, 0)), size: 7, opacity: 0.75 }));
+      // each model in its colour of the static figures (its group's), else one per source table
+      const colour = part.map((k) => M.colour[rows.i[k]] || sourceColour(Math.max(s, 0)));
+      out.push(modelTrace(rows, part, label + " (" + part.length + ")", { color: colour, size: 7, opacity: 0.75 }));
     });
     const right = lo + 0.7 * (hi - lo); // names of points in the right part go left of them
     out.push(modelTrace(rows, user, "your models (" + user.length + ")",
       { color: user.map((k) => M.colour[rows.i[k]] || "#d62728"), size: 12, line: { color: "black", width: 1 } },
-      { mode: "markers+text", text: user.map((k) => M.model[rows.i[k]]),
+      { mode: "markers+text", text: user.map((k) => ptext(M.model[rows.i[k]])),
         textposition: user.map((k) => (fwd(xOf(rows, k)) > right ? "middle left" : "middle right")),
         textfont: { size: 12 }, cliponaxis: false, error_y: errorBars(rows, user) }));
     out.push(pinTrace(rows));
@@ -153,9 +157,9 @@
     const t = ticks(lo, hi), scale = " (" + state.axes + " scale)";
     return { template: D.layout.template, margin: { l: 70, r: 20, t: 40, b: 60 }, hovermode: "closest",
       uirevision: state.shift + "/" + state.axes, dragmode: "zoom", legend: { x: 0.01, y: 0.99, bgcolor: "rgba(255,255,255,0.85)" },
-      title: { text: "Effective robustness: " + shiftName(state.shift), x: 0.5 },
-      xaxis: Object.assign({ range: [lo, hi], title: { text: xTitle + scale }, zeroline: false }, t),
-      yaxis: Object.assign({ range: [lo, hi], title: { text: shiftName(state.shift) + " accuracy" + scale }, zeroline: false }, t) };
+      title: { text: "Effective robustness: " + ptext(shiftName(state.shift)), x: 0.5 },
+      xaxis: Object.assign({ range: [lo, hi], title: { text: ptext(xTitle) + scale }, zeroline: false }, t),
+      yaxis: Object.assign({ range: [lo, hi], title: { text: ptext(shiftName(state.shift)) + " accuracy" + scale }, zeroline: false }, t) };
   }
   function draw() {
     const [lo, hi] = limits();
