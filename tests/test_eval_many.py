@@ -131,6 +131,13 @@ def test_a_bad_list_is_a_one_line_error_naming_file_and_line_before_any_work(dat
         "same_id.txt": ([good, f"clipshift-tiny {weights['timm']} name=clipshift-tiny/tiny_clip.pt"],
                         "{path} lines 3 and 4 both give the model id 'clipshift-tiny/tiny_clip.pt'"),
         "too_many.txt": ([f"{good} extra"], f"{{path}} line 3: '{good} extra' is not `model [pretrained] [name=ID]`"),
+        "name_only.txt": ([good, "name=foo"], "{path} line 4: 'name=foo' is not `model [pretrained] [name=ID]`"),
+        "same_folder.txt": ([f"{good} name=my/model", f"timm/clipshift_convnet_tiny {weights['timm']} name=my__model"],
+                            "{path} lines 3 and 4 give the model ids 'my/model' and 'my__model', both kept in the "
+                            "results folder 'my__model'"),
+        "same_folder_case.txt": ([f"{good} name=Tiny", f"timm/clipshift_convnet_tiny {weights['timm']} name=tiny"],
+                                 "{path} lines 3 and 4 give the model ids 'Tiny' and 'tiny', both kept in the "
+                                 "results folder 'tiny'"),
         "empty.txt": ([], "{path}: no models"),
     }
     for name, (lines, message) in cases.items():
@@ -178,6 +185,75 @@ def test_plan_writes_one_line_per_model_and_its_lines_give_the_table(data_root, 
     assert "--only 'nobody': no model of the list has this id" in capsys.readouterr().err
     assert _eval([*common[:-4], "--models", str(models), "--out", str(tmp_path / "direct")]) == 2
     assert "holds pairs scored with other settings (--group)" in capsys.readouterr().err
+
+
+def _save_clip(path: Path, seed: int) -> Path:
+    """A tiny open_clip model's weights of `seed`, saved to `path` (overwriting it)."""
+    register_model_configs()
+    torch.manual_seed(seed)
+    torch.save(open_clip.create_model("clipshift-tiny").state_dict(), path)
+    return path
+
+
+def test_a_pair_whose_weights_changed_is_rescored_not_kept(data_root, weights, tmp_path, monkeypatch, capsys):
+    """A checkpoint overwritten at the same path (same id), or a line given other weights under the same
+    name=, is scored again on the rerun (saying so), with the new weights' numbers; --no-amp is a setting."""
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(weights["clip"].read_bytes())
+    kept = f"timm/clipshift_convnet_tiny {weights['timm']}"
+    models = _list(tmp_path / "models.txt", [f"clipshift-tiny {ckpt}", kept])
+    common = ["--datasets", "imagenet,imagenet-r", "--data-root", str(data_root), "--templates",
+              str(weights["templates"])]
+    out = tmp_path / "many"
+    assert _eval([*common, "--models", str(models), "--out", str(out)]) == 0  # with the feature cache: OUT/cache
+    first = pd.read_csv(out / "results.csv")
+
+    def rerun(listed: Path, model: str) -> str:
+        capsys.readouterr()
+        assert _eval([*common, "--models", str(listed), "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        assert f"weights changed since scored, rescoring: {model} on imagenet, imagenet-r" in printed
+        assert "already scored, skipped: clipshift_convnet_tiny/tiny_timm on imagenet, imagenet-r" in printed
+        assert {SCORED.match(line).groups() for line in printed.splitlines() if SCORED.match(line)} == {
+            (model, "imagenet"), (model, "imagenet-r")}
+        return printed
+
+    def lone(pretrained: Path, *name: str) -> pd.DataFrame:
+        where = tmp_path / f"lone_{pretrained.stem}"
+        assert _eval([*common, "--model", "clipshift-tiny", "--pretrained", str(pretrained), *name, "--out",
+                      str(where)]) == 0
+        return pd.read_csv(where / "results.csv")
+
+    _save_clip(ckpt, seed=11)  # the same path, so the same id: other weights
+    rerun(models, "clipshift-tiny/ckpt.pt")
+    got = pd.read_csv(out / "results.csv")
+    assert list(got.columns) == list(first.columns) and len(got) == len(first)
+    mine = _sorted(got[got["model"] == "clipshift-tiny/ckpt.pt"])
+    pd.testing.assert_frame_equal(mine, _sorted(lone(ckpt))[mine.columns], check_exact=True)
+    old = _sorted(first[first["model"] == "clipshift-tiny/ckpt.pt"])
+    assert not np.array_equal(mine["value"].to_numpy(), old["value"].to_numpy())  # the rows did change
+    capsys.readouterr()
+    with monkeypatch.context() as patch:  # and now they are kept: files as recorded are not read again
+        patch.setattr(many, "file_digest", lambda path: pytest.fail(f"{path} was hashed again"))
+        assert _eval([*common, "--models", str(models), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.count("already scored, skipped: ") == 2
+    many.pair_file(out, "clipshift-tiny/ckpt.pt", "imagenet-r").with_suffix(".weights.json").unlink()
+    assert _eval([*common, "--models", str(models), "--out", str(out)]) == 0  # a pair scored with no record
+    assert ("no record of the weights it was scored with, rescoring: clipshift-tiny/ckpt.pt on imagenet-r"
+            in capsys.readouterr().out)
+
+    # the same name= given other weights
+    named = _list(tmp_path / "named.txt", [f"clipshift-tiny {ckpt} name=mine", kept])
+    assert _eval([*common, "--models", str(named), "--out", str(out)]) == 0
+    other = _save_clip(tmp_path / "other.pt", seed=12)
+    rerun(_list(tmp_path / "named.txt", [f"clipshift-tiny {other} name=mine", kept]), "mine")
+    got = pd.read_csv(out / "results.csv")
+    mine = _sorted(got[got["model"] == "mine"])
+    pd.testing.assert_frame_equal(mine, _sorted(lone(other, "--name", "mine"))[mine.columns], check_exact=True)
+
+    assert '"--no-amp": false' in (out / "results" / "settings.json").read_text()
+    assert _eval([*common, "--models", str(models), "--no-amp", "--out", str(out)]) == 2
+    assert "holds pairs scored with other settings (--no-amp)" in capsys.readouterr().err
 
 
 def _kill_data(root: Path) -> Path:

@@ -14,9 +14,12 @@ caches work per model as for one model: a model whose features of a dataset are 
 Each (model, dataset) pair's rows are written, as soon as the pair is scored, to
 ``OUT/results/<model id>/<dataset>.csv`` (atomically; with its per-class rows and per-image
 predictions when asked for); a pair whose files are there is not scored again, so a killed run
-resumes where it stopped. ``OUT/results/settings.json`` holds what the pairs were scored with
-(templates, class names, group, strictness, each dataset's folder): a rerun with other settings is
-refused rather than mixed in. The long table ``OUT/results.csv`` is built from the pair files at the end.
+resumes where it stopped, unless the model's weights changed since (beside each results file,
+``<dataset>.weights.json`` records the weights' identity, as the feature cache keys them: the weights
+files' digests; a pair whose weights changed is scored again, saying so). ``OUT/results/settings.json``
+holds what the pairs were scored with (templates, class names, group, strictness, ``--no-amp``, each
+dataset's folder): a rerun with other settings is refused rather than mixed in. The long table
+``OUT/results.csv`` is built from the pair files at the end.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from ..data.imagenet import EvalSuite, SuiteDataset
 from ..distributed import default_device, world
 from ..io import atomic_write_text
 from ..models.interface import EvalModel
-from ..models.load import check_model, load_model, model_id
+from ..models.load import check_model, file_digest, load_model, model_id
 from ..progress import progress_bar
 from .loop import (Features, cached_features, check_decoded, encode_batch, feature_cache_path, gather_features,
                    join_shard, store_features)
@@ -52,6 +55,7 @@ __all__ = ["ModelEntry", "ManyOptions", "read_model_list", "evaluate_models", "p
 RESULTS_DIR = "results"  # OUT/results/<model id>/<dataset>.csv
 LINE_SYNTAX = "model [pretrained] [name=ID]"
 LINE_FORMAT = f"one `{LINE_SYNTAX}` per line"
+OLD_DEFAULTS = {"--no-amp": False}  # settings a settings.json written before they were recorded holds
 
 
 # --- the list of models ------------------------------------------------------------------------------------------
@@ -85,7 +89,7 @@ def _entry(path: Path, number: int, text: str) -> ModelEntry:
         raise ValueError(f"{where}: {error} ({LINE_FORMAT})") from None
     names = [w[len("name="):] for w in words if w.startswith("name=")]
     words = [w for w in words if not w.startswith("name=")]
-    if len(words) > 2 or len(names) > 1 or (names and not names[0]):
+    if not words or len(words) > 2 or len(names) > 1 or (names and not names[0]):
         raise ValueError(f"{where}: {text!r} is not `{LINE_SYNTAX}`")
     entry = ModelEntry(words[0], words[1] if len(words) > 1 else None, names[0] if names else None, number)
     try:
@@ -98,6 +102,7 @@ def _entry(path: Path, number: int, text: str) -> ModelEntry:
 def _check_duplicates(path: Path, entries: list[ModelEntry]) -> None:
     weights: dict[tuple, ModelEntry] = {}
     ids: dict[str, ModelEntry] = {}
+    folders: dict[str, ModelEntry] = {}  # a case-insensitive file system holds one of `A` and `a`
     for entry in entries:
         key = tuple(str(Path(p).resolve()) if p and Path(p).exists() else p for p in (entry.model, entry.pretrained))
         if key in weights:
@@ -106,7 +111,13 @@ def _check_duplicates(path: Path, entries: list[ModelEntry]) -> None:
         if entry.id in ids:
             raise ValueError(f"{path} lines {ids[entry.id].line} and {entry.line} both give the model id "
                              f"{entry.id!r} (their results would overwrite each other); add name=ID to one")
-        weights[key], ids[entry.id] = entry, entry
+        folder = safe_name(entry.id)
+        if folder.casefold() in folders:
+            other = folders[folder.casefold()]
+            raise ValueError(f"{path} lines {other.line} and {entry.line} give the model ids {other.id!r} and "
+                             f"{entry.id!r}, both kept in the results folder {folder!r} (their results would "
+                             f"overwrite each other); add name=ID to one")
+        weights[key], ids[entry.id], folders[folder.casefold()] = entry, entry, entry
 
 
 def read_model_list(path) -> list[ModelEntry]:
@@ -157,11 +168,48 @@ def pair_file(out, model: str, dataset: str, kind: str = "results") -> Path:
     return Path(out) / RESULTS_DIR / safe_name(model) / f"{safe_name(dataset)}{suffix}"
 
 
-def _pair_done(out: Path, model: str, dataset: str, options: ManyOptions) -> bool:
-    return (pair_file(out, model, dataset).exists()
+def _weights_record(entry: ModelEntry, amp: bool, before: Mapping | None = None) -> dict:
+    """What a pair is scored with: the entry's weights, identified as the loader's ``weights_id`` does
+    (its architecture or tag words, and the SHA-256 digest of each local weights file: a checkpoint
+    folder's ``*.safetensors``, a weights file), and `amp`. A file whose size and modification time are
+    those `before` recorded keeps its recorded digest rather than being read again."""
+    known = (before or {}).get("files", {})
+    words, files = [], {}
+    for part in (entry.model, entry.pretrained):
+        if not part or not Path(part).exists():
+            words += [part] if part else []
+            continue
+        for path in sorted(Path(part).glob("*.safetensors")) if Path(part).is_dir() else [Path(part)]:
+            stat, key = path.stat(), str(path.resolve())
+            seen = known.get(key)
+            same = isinstance(seen, list) and seen[:2] == [stat.st_size, stat.st_mtime_ns]
+            files[key] = [stat.st_size, stat.st_mtime_ns, seen[2] if same else file_digest(path)]
+            words.append(files[key][2])
+    return {"weights": " ".join(words), "amp": amp, "files": files}
+
+
+def _record_file(out: Path, model: str, dataset: str) -> Path:
+    """``OUT/results/<model>/<dataset>.weights.json``: what the pair was scored with."""
+    return pair_file(out, model, dataset).with_suffix(".weights.json")
+
+
+def _pair_state(out: Path, entry: ModelEntry, dataset: str, options: ManyOptions) -> str | None:
+    """None: the pair is to be scored (not yet, or not wholly, written); ``done``; else why it is
+    rescored (the weights or --no-amp differ from those it was scored with, or were not recorded)."""
+    model = entry.id
+    if not (pair_file(out, model, dataset).exists()
             and (not options.per_class or pair_file(out, model, dataset, "per_class").exists())
             and (not (options.save_predictions or options.keep_logits)
-                 or predictions_path(out, model, dataset).exists()))
+                 or predictions_path(out, model, dataset).exists())):
+        return None
+    try:
+        before = json.loads(_record_file(out, model, dataset).read_text())
+    except (OSError, ValueError):
+        return "no record of the weights it was scored with"
+    now = _weights_record(entry, options.amp, before)
+    if before.get("weights") != now["weights"]:
+        return "weights changed since scored"
+    return "done" if before.get("amp") == now["amp"] else "scored with other --no-amp"
 
 
 def _check_settings(out: Path, suites: Mapping[str, EvalSuite], options: ManyOptions) -> None:
@@ -169,12 +217,12 @@ def _check_settings(out: Path, suites: Mapping[str, EvalSuite], options: ManyOpt
     path = out / RESULTS_DIR / "settings.json"
     now = {"templates": digest(options.templates) if options.templates is not None else "openai",
            "class names": digest(options.class_names) if options.class_names is not None else "imagenet",
-           "--strict": options.strict, "--save-logits": options.keep_logits,
+           "--strict": options.strict, "--save-logits": options.keep_logits, "--no-amp": not options.amp,
            "--group": {k: str(v) for k, v in sorted(options.extra.items())}}
     roots = {name: str(Path(suite.root).resolve()) for name, suite in suites.items()}
     if path.exists():
         before = json.loads(path.read_text())
-        differ = [k for k in now if before.get(k) != now[k]]
+        differ = [k for k in now if before.get(k, OLD_DEFAULTS.get(k)) != now[k]]
         differ += [f"{name}'s folder" for name, root in roots.items() if before["roots"].get(name, root) != root]
         if differ:
             raise ValueError(f"{out / RESULTS_DIR} holds pairs scored with other settings ({', '.join(differ)}); "
@@ -186,16 +234,18 @@ def _check_settings(out: Path, suites: Mapping[str, EvalSuite], options: ManyOpt
 
 
 def _write_pair(out: Path, model: EvalModel, dataset: str, rows: list[dict], per_class: list | None,
-                predictions: list | None) -> None:
-    """A pair's per-class rows and predictions first, its results file last (the pair is done when it exists)."""
+                predictions: list | None, record: dict) -> None:
+    """A pair's per-class rows, predictions and weights record first, its results file last (the pair is
+    done when it exists)."""
     if per_class is not None:
         path = pair_file(out, model.name, dataset, "per_class")
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, pd.DataFrame(per_class).to_csv(index=False))
-    for record in predictions or []:
-        write_predictions(out, model.name, record)
+    for scored in predictions or []:
+        write_predictions(out, model.name, scored)
     path = pair_file(out, model.name, dataset)
     path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(_record_file(out, model.name, dataset), json.dumps(record, indent=1) + "\n")
     atomic_write_text(path, pd.DataFrame(rows).to_csv(index=False))
 
 
@@ -287,14 +337,14 @@ def _features(models: Sequence[EvalModel], name: str, suite: EvalSuite, options:
 
 
 def _score_pair(model: EvalModel, scoring: Scoring, name: str, suite: EvalSuite, features: Features, out: Path,
-                options: ManyOptions, log: Callable) -> None:
+                options: ManyOptions, log: Callable, record: dict) -> None:
     per_class = [] if options.per_class else None
     predictions = [] if options.save_predictions or options.keep_logits else None
     rows = evaluate_model(model, {name: suite}, scoring=scoring, features={name: features}, device=options.device,
                           progress=False, extra=options.extra, per_class=per_class, predictions=predictions,
                           keep_logits=options.keep_logits)
     if world()[0] == 0:
-        _write_pair(out, model, name, rows, per_class, predictions)
+        _write_pair(out, model, name, rows, per_class, predictions, record)
         top1 = next(r for r in rows if r["metric"] == "top1")
         skipped = f", {top1['images_skipped']} undecodable images skipped" if top1["images_skipped"] else ""
         log(f"{model.name} on {name}: top-1 {100 * top1['value']:.2f}% ({top1['num_examples']} images{skipped})")
@@ -303,10 +353,11 @@ def _score_pair(model: EvalModel, scoring: Scoring, name: str, suite: EvalSuite,
 def _run_chunk(chunk: Sequence[ModelEntry], todo: Mapping[str, list[str]], suites: Mapping[str, EvalSuite],
                out: Path, options: ManyOptions, log: Callable) -> None:
     """Load a chunk of models, then pass over each dataset once for those of them that still need it."""
-    models, scorings = {}, {}
+    models, scorings, records = {}, {}, {}
     with progress_bar(total=len(chunk), desc="loading models", unit="model",
                       enabled=options.progress and world()[0] == 0) as bar:
         for entry in chunk:
+            records[entry.id] = _weights_record(entry, options.amp)  # digests memoised: load reads none again
             models[entry.id] = entry.load()
             scorings[entry.id] = model_scoring(models[entry.id], list(suites.values()), templates=options.templates,
                                                class_names=options.class_names, cache_dir=options.cache_dir,
@@ -317,11 +368,26 @@ def _run_chunk(chunk: Sequence[ModelEntry], todo: Mapping[str, list[str]], suite
         if ids:
             features = _features([models[i] for i in ids], name, suite, options)
             for i, feats in zip(ids, features):
-                _score_pair(models[i], scorings[i], name, suite, feats, out, options, log)
+                _score_pair(models[i], scorings[i], name, suite, feats, out, options, log, records[i])
     models.clear()
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def _todo(entries: Sequence[ModelEntry], suites: Mapping[str, EvalSuite], out: Path, options: ManyOptions,
+          log: Callable) -> dict[str, list[str]]:
+    """Each model's datasets still to score; a line for those skipped, one for each reason to rescore."""
+    todo = {}
+    for entry in entries:
+        states = {d: _pair_state(out, entry, d, options) for d in suites}
+        todo[entry.id] = [d for d, state in states.items() if state != "done"]
+        for state in dict.fromkeys(s for s in states.values() if s is not None):
+            datasets = ", ".join(d for d, s in states.items() if s == state)
+            if world()[0] == 0:
+                what = "already scored, skipped" if state == "done" else f"{state}, rescoring"
+                log(f"{what}: {entry.id} on {datasets}")
+    return todo
 
 
 def evaluate_models(entries: Sequence[ModelEntry], suites: Mapping[str, EvalSuite], out,
@@ -342,11 +408,7 @@ def evaluate_models(entries: Sequence[ModelEntry], suites: Mapping[str, EvalSuit
                              f"{', '.join(e.id for e in entries[:5])}{', ...' if len(entries) > 5 else ''})")
         entries = chosen
     _check_settings(out, suites, options)
-    todo = {e.id: [d for d in suites if not _pair_done(out, e.id, d, options)] for e in entries}
-    for entry in entries:
-        done = [d for d in suites if d not in todo[entry.id]]
-        if done and world()[0] == 0:
-            log(f"already scored, skipped: {entry.id} on {', '.join(done)}")
+    todo = _todo(entries, suites, out, options, log)
     pending = [e for e in entries if todo[e.id]]
     for start in range(0, len(pending), options.models_at_once):
         _run_chunk(pending[start:start + options.models_at_once], todo, suites, out, options, log)
