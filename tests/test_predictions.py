@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-import open_clip
 import pandas as pd
 import pytest
-import timm
 import torch
 
 from clipshift.cli import main
@@ -17,8 +15,7 @@ from clipshift.data.imagenet import open_suite
 from clipshift.evaluate import ImageTensors
 from clipshift.evaluate.predictions import (prediction_logits, predictions_path, read_meta, read_predictions,
                                             recompute_metrics)
-from clipshift.models import convnet  # noqa: F401  (registers the tiny timm convnet)
-from clipshift.models.factory import ModelSpec, build_model, get_tokenizer, register_model_configs
+from clipshift.models.factory import ModelSpec, build_model, get_tokenizer
 from clipshift.models.interface import EvalModel
 from clipshift.world.shapes import CLASS_NAMES
 from miniature_real import write_imagenet_r, write_imagenet_val, write_objectnet
@@ -36,16 +33,6 @@ def data_root(tmp_path_factory) -> Path:
     write_imagenet_r(root, per_class=3)
     write_objectnet(root, per_class=2)
     return root
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("weights")
-    register_model_configs()
-    torch.manual_seed(0)
-    torch.save(open_clip.create_model("clipshift-tiny").state_dict(), folder / "clip.pt")
-    torch.save(timm.create_model("clipshift_convnet_tiny", num_classes=1000).state_dict(), folder / "timm.pth")
-    return {"clip": folder / "clip.pt", "timm": folder / "timm.pth"}
 
 
 def _eval(*args) -> int:
@@ -81,10 +68,10 @@ def test_eval_predictions_recompute_the_results_exactly(data_root, weights, tmp_
                  "imagenet,imagenet-r,objectnet", "--data-root", data_root, "--out", out, "--templates", "simple",
                  "--save-logits") == 0
     assert "per-image predictions with logits" in capsys.readouterr().out
-    model = "clipshift-tiny/clip.pt"
+    model = "clipshift-tiny/tiny_clip.pt"
     table = _assert_recomputed(out, model)
     metas = {m["dataset"]: m for m in table.attrs["predictions"]}
-    folder = out / "predictions" / "clipshift-tiny__clip.pt"  # the model's name made safe for a file system
+    folder = out / "predictions" / "clipshift-tiny__tiny_clip.pt"  # the model's name made safe for a file system
     assert predictions_path(out, model, "imagenet") == folder / "imagenet.parquet"
 
     imagenet = table[table["dataset"] == "imagenet"]
@@ -130,7 +117,7 @@ def test_class_space_full_beside_the_mask_without_encoding_again(data_root, weig
     assert top1.loc["imagenet-r", "protocol"].startswith("classes=4 of 1000; images=12; prompts=none (own head)")
     assert top1.loc["imagenet-r-1000", "protocol"].startswith("classes=1000; images=12;")
     assert "folders mapped, all 1000" in top1.loc["objectnet-1000", "protocol"]
-    model = "clipshift_convnet_tiny/timm"
+    model = "clipshift_convnet_tiny/tiny_timm"
     table = _assert_recomputed(out, model)
     masked, full = (table[table["dataset"] == d] for d in ("imagenet-r", "imagenet-r-1000"))
     scored = set(open_suite("imagenet-r", data_root=data_root).class_indices)
@@ -167,7 +154,7 @@ def test_bad_prediction_files_are_one_line_errors_naming_the_file(data_root, wei
         read_predictions(tmp_path / "bad")
     with pytest.raises(FileNotFoundError, match="no predictions"):
         read_predictions(tmp_path / "weights" if (tmp_path / "weights").is_dir() else data_root)
-    with pytest.raises(ValueError, match=r"no predictions for model 'other'.*clipshift_convnet_tiny/timm"):
+    with pytest.raises(ValueError, match=r"no predictions for model 'other'.*clipshift_convnet_tiny/tiny_timm"):
         read_predictions(out, model="other")
     assert read_meta(good)["dataset"] == "imagenet-r"
 
