@@ -10,9 +10,7 @@ import re
 import warnings
 from pathlib import Path
 
-
-def _names(text: str | None) -> list[str] | None:
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+from .options import comma_list
 
 
 def _inputs(args) -> tuple[list, dict, dict, dict]:
@@ -91,7 +89,7 @@ def cmd_aline(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AgreementWarning)
         table, fits = agreement_on_the_line(predictions, labels, models, id_dataset=id_dataset,
-                                            shifts=_names(args.shifts), baseline_models=baseline,
+                                            shifts=comma_list(args.shifts), baseline_models=baseline,
                                             transform=args.agreement_transform, er_transform=args.transform,
                                             min_r2=args.min_r2)
     out = Path(args.out)

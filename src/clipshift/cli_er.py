@@ -14,7 +14,7 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
-from .options import parse_pairs
+from .options import comma_list, parse_pairs
 
 DESCRIPTION = ("Effective robustness (Taori et al. 2020; over several id test sets, Shi et al. 2023) from this "
                "project's results.csv or a published table: open_clip's openclip_results.csv, a folder of timm "
@@ -58,15 +58,10 @@ def _percent(x: float) -> str:
     return f"{100 * x:+.1f}"
 
 
-def names(text: str | None) -> list[str] | None:
-    """A comma-separated list of names (None when not given)."""
-    return [s.strip() for s in text.split(",") if s.strip()] if text else None
-
-
 def results_options(args) -> dict | None:
     """How the --results table's columns are named (--model-column, --dataset-column, --value-column,
     --where), for read_results; None when none is given (the format is detected)."""
-    options = {"model_columns": names(args.model_column), "dataset_column": args.dataset_column,
+    options = {"model_columns": comma_list(args.model_column), "dataset_column": args.dataset_column,
                "value_column": args.value_column,
                "where": parse_pairs(args.where, "--where", "COL=VALUE") or None}
     options = {k: v for k, v in options.items() if v is not None}
@@ -136,14 +131,14 @@ def compute_er(args):
     from .robustness.tables import BASELINE_SELECTORS
 
     selector = BASELINE_SELECTORS.get(args.baseline_filter, args.baseline_filter)
-    ids = names(args.id_dataset) or ["imagenet"]
+    ids = comma_list(args.id_dataset) or ["imagenet"]
     id_for = {k: v.strip() for k, v in parse_pairs(args.id_for, "--id-for", "SHIFT=DATASET").items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = args.results[0] if len(args.results) == 1 else list(args.results)
         er, fits = effective_robustness(results, baseline_table(args.baseline),
                                         id_dataset=ids[0] if len(ids) == 1 else ids, compare=args.compare,
-                                        shifts=names(args.shifts), id_datasets=id_for, baseline_filter=selector,
+                                        shifts=comma_list(args.shifts), id_datasets=id_for, baseline_filter=selector,
                                         transform=args.transform, n_bootstrap=args.bootstrap, seed=args.seed,
                                         confidence=args.confidence, return_fits=True,
                                         results_options=results_options(args), baseline_strata=args.baseline_strata,
@@ -180,7 +175,7 @@ def print_summary(er, fits, args) -> None:
             print(f"  {dataset:<18} {protocol}")
     if er.attrs.get("skipped_shifts"):
         print(f"skipped (fewer than 2 baseline models with results): {', '.join(er.attrs['skipped_shifts'])}")
-    ids = names(args.id_dataset) or ["imagenet"]
+    ids = comma_list(args.id_dataset) or ["imagenet"]
     avg = er[(er["dataset"] == "average") & ~er["is_baseline"]]
     if "role" in avg and (avg["role"] == "user").any():  # the user's models; the reference models in a line
         refs = avg[avg["role"] == "reference"]

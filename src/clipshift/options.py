@@ -6,6 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def comma_list(text: str | None) -> list[str] | None:
+    """A comma-separated option value as a list of names, blanks dropped (None when not given)."""
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
 def parse_pairs(pairs: list[str] | None, flag: str, form: str) -> dict[str, str]:
     """``NAME=VALUE`` command-line pairs (repeatable flags) as a dict, names stripped; ValueError
     naming `flag` and the expected `form` for a pair without ``=``."""
