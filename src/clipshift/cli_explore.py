@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .cli_er import add_er_options, compute_er, results_options
+from .cli_er import add_er_options, compute_er
 
 DESCRIPTION = ("Write DIR/explore.html: an interactive, self-contained page (plotly, embedded; no request leaves "
                "it) of every model's in-distribution against shift accuracy with the baseline fit and its 95% band, "
@@ -23,24 +23,11 @@ DESCRIPTION = ("Write DIR/explore.html: an interactive, self-contained page (plo
                "robustness and the table as CSV. Options as for clipshift er.")
 
 
-def user_models(args, er) -> list:
-    """The models of the --results table that are not baseline models, in er's order: those whose
-    ``role`` is ``user`` where er has roles, else read from the table."""
-    from .robustness import read_results
-
-    if "role" in er:
-        return list(dict.fromkeys(er.loc[er["role"] == "user", "model"].astype(str)))
-
-    theirs = {str(m) for path in args.results for m in read_results(path, **(results_options(args) or {}))["model"]}
-    baseline = set(er.loc[er["is_baseline"].astype(bool), "model"].astype(str))
-    return [m for m in dict.fromkeys(er["model"].astype(str)) if m in theirs and m not in baseline]
-
-
 def cmd_explore(args) -> int:
-    from .robustness.explore import write_explorer
+    from .robustness.explore import default_user_models, write_explorer
 
     er, fits = compute_er(args)
-    mine = user_models(args, er)
+    mine = default_user_models(er)  # role user: the models of --results
     path = write_explorer(er, fits, Path(args.out), transform=args.transform, title=args.title, user_models=mine)
     size = path.stat().st_size / 1e6
     print(f"{er['model'].nunique()} models ({int(fits['num_models'].max())} in the baseline, {len(mine)} from "

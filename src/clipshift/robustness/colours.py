@@ -21,7 +21,7 @@ from typing import Hashable, Iterable, Mapping
 
 import pandas as pd
 
-__all__ = ["BASELINE_COLOUR", "COLOURS", "assign_colours", "model_colours", "run_colours"]
+__all__ = ["BASELINE_COLOUR", "COLOURS", "assign_colours", "group_of", "model_colours", "run_colours"]
 
 COLOURS = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 BASELINE_COLOUR = "#7f7f7f"
@@ -53,7 +53,8 @@ def assign_colours(figures: Iterable[Iterable[Hashable]], given: Mapping | None 
     return colours
 
 
-def _groups(table: pd.DataFrame) -> pd.Series:
+def group_of(table: pd.DataFrame) -> pd.Series:
+    """Each row's ``group`` as a string; ``"other"`` where it is missing, and for every row of a table without one."""
     if "group" not in table:
         return pd.Series(OTHER, index=table.index, dtype=object)
     return table["group"].where(table["group"].notna(), OTHER).astype(str)
@@ -78,7 +79,7 @@ when drawing one of its tables) is kept, but for its grey entries. Baseline mode
     given = {k: v for k, v in (given or {}).items() if v != BASELINE_COLOUR}
     figures, seen = [], {}
     for table in tables:
-        groups, base = _groups(table), _baseline(table)
+        groups, base = group_of(table), _baseline(table)
         figures.append(sorted(set(groups[~base])))
         seen.update(dict.fromkeys(groups))
     colours = assign_colours(figures, given)
@@ -89,6 +90,6 @@ def model_colours(er: pd.DataFrame, colours: Mapping | None = None) -> dict[str,
     """Model → colour as the figures of `er` draw it: :data:`BASELINE_COLOUR` for baseline models,
     else its group's colour in `colours` (group → colour, e.g. :func:`run_colours` of the run's
     tables; default: ``run_colours(er)``). Groups missing from `colours` are fitted around it."""
-    groups, base = _groups(er), _baseline(er)
+    groups, base = group_of(er), _baseline(er)
     colours = run_colours(er, given=colours)
     return {str(m): BASELINE_COLOUR if b else colours[g] for m, g, b in zip(er["model"], groups, base)}

@@ -18,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from ..io import atomic_write
 from .baseline import bootstrap_lines
-from .colours import BASELINE_COLOUR, COLOURS, run_colours
+from .colours import BASELINE_COLOUR, COLOURS, group_of, run_colours  # noqa: F401  (COLOURS: re-exported)
 from .effective import AVERAGE, WEIGHT_PREFIX
 from .transforms import get_transform
 
@@ -96,7 +96,7 @@ def _draw_models(ax, rows: pd.DataFrame, t, label_models, colours=None) -> bool:
     if "role" in others:  # reference models (published, --compare): small, faint, unnamed, below the user's
         _draw_references(ax, others[others["role"] == "reference"], t, colours)
         others = others[others["role"] != "reference"]
-    groups = others["group"].fillna("other").astype(str) if "group" in others else pd.Series("other", others.index)
+    groups = group_of(others)
     named = _labelled(others, label_models)
     crowded = len(others) > 40
     for group in sorted(groups.unique()):
@@ -113,7 +113,7 @@ def _draw_models(ax, rows: pd.DataFrame, t, label_models, colours=None) -> bool:
 def _draw_references(ax, refs: pd.DataFrame, t, colours: dict) -> None:
     """Reference models (``role`` reference): dots in their group's colour, small and faint, without
     intervals or names, so that hundreds of them leave the user's models readable."""
-    groups = refs["group"].fillna("other").astype(str) if "group" in refs else pd.Series("other", refs.index)
+    groups = group_of(refs)
     for group in sorted(groups.unique()):
         part = refs[groups == group]
         ax.scatter(t.forward(part["id_accuracy"]), t.forward(part["shift_accuracy"]), color=colours[group], s=7,
@@ -181,7 +181,7 @@ def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str
     rows = er[er["dataset"] == dataset]
     if rows.empty or dataset not in set(fits["dataset"]):
         raise ValueError(f"dataset {dataset!r} not in er/fits; datasets: {sorted(fits['dataset'])}")
-    if _weights(fits.set_index("dataset").loc[dataset]):
+    if plane_weights(fits.set_index("dataset").loc[dataset]):
         return plot_multi_id_fit(er, fits, dataset, path, title=title, transform=transform,
                                  label_models=label_models, colours=colours)
     t = get_transform(transform)
@@ -213,14 +213,14 @@ def plot_effective_robustness(er: pd.DataFrame, fits: pd.DataFrame, dataset: str
     return save_png_atomic(fig, path)
 
 
-def _weights(fit: pd.Series) -> dict:
+def plane_weights(fit: pd.Series) -> dict:
     """{id dataset: weight} of a multi-ID plane's fit row; empty for a line."""
     return {str(k)[len(WEIGHT_PREFIX):]: float(v) for k, v in fit.items()
             if str(k).startswith(WEIGHT_PREFIX) and pd.notna(v)}
 
 
 def _plane_text(fit: pd.Series, t) -> str:
-    terms = " + ".join(f"{w:.2f}·{t.name}({name})" for name, w in _weights(fit).items())
+    terms = " + ".join(f"{w:.2f}·{t.name}({name})" for name, w in plane_weights(fit).items())
     return f"{t.name}(shift) = {terms} {'+' if fit['intercept'] >= 0 else '−'} {abs(fit['intercept']):.2f}"
 
 
@@ -236,7 +236,7 @@ def plot_multi_id_fit(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, 
     if rows.empty or dataset not in set(fits["dataset"]):
         raise ValueError(f"dataset {dataset!r} not in er/fits; datasets: {sorted(fits['dataset'])}")
     fit = fits.set_index("dataset").loc[dataset]
-    if not _weights(fit):
+    if not plane_weights(fit):
         raise ValueError(f"dataset {dataset!r}: fits has no {WEIGHT_PREFIX}<id dataset> columns (a one-id-dataset "
                          f"line: use plot_effective_robustness)")
     t = get_transform(transform)
@@ -251,10 +251,10 @@ def plot_multi_id_fit(er: pd.DataFrame, fits: pd.DataFrame, dataset: str, path, 
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     some = _draw_models(ax, shown, t, label_models, colours)
-    ids = " + ".join(_weights(fit))
-    set_axes(ax, lo, hi, t, dataset, ids, title or f"Effective robustness over {len(_weights(fit))} id sets "
+    ids = " + ".join(plane_weights(fit))
+    set_axes(ax, lo, hi, t, dataset, ids, title or f"Effective robustness over {len(plane_weights(fit))} id sets "
               f"({ids}):\n{'average over shifts' if dataset == AVERAGE else dataset}")
-    ax.set_xlabel(f"accuracy predicted by the plane from {', '.join(_weights(fit))} ({t.name} scale)")
+    ax.set_xlabel(f"accuracy predicted by the plane from {', '.join(plane_weights(fit))} ({t.name} scale)")
     if some:
         ax.text(0.99, 0.01, f"named: the {MAX_LABELLED} highest ER", transform=ax.transAxes, ha="right",
                 va="bottom", fontsize=7, color="dimgrey")

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 
 from ..colours import BASELINE_COLOUR, model_colours
-from ..effective import AVERAGE, WEIGHT_PREFIX
-from ..plots import TICK_SETS, fit_curve
+from ..effective import AVERAGE
+from ..plots import TICK_SETS, fit_curve, plane_weights
 from ..transforms import CLIP_EPSILON, get_transform
 
 DIGITS = 5  # accuracies and ER as fractions: 0.85596 is 85.596%, finer than any published table
@@ -69,17 +69,13 @@ def _models(er: pd.DataFrame, user: list, colours: dict) -> dict:
     return out
 
 
-def _plane(fit: pd.Series) -> bool:
-    return any(str(k).startswith(WEIGHT_PREFIX) and pd.notna(v) for k, v in fit.items())
-
-
 def _fit_entry(fit: pd.Series, rows: pd.DataFrame) -> dict:
     """The fit of one dataset: its numbers, and line and band as accuracies along a grid of id accuracies."""
     t = get_transform(str(fit.get("transform", "logit")))
     entry = {"r2": round(float(fit["r2"]), 4), "n": int(fit["num_models"]), "transform": t.name}
-    if _plane(fit):  # Shi et al.'s plane: x is its prediction, y = x is the plane itself
-        entry["plane"] = {str(k)[len(WEIGHT_PREFIX):]: round(float(v), 4) for k, v in fit.items()
-                          if str(k).startswith(WEIGHT_PREFIX) and pd.notna(v)}
+    weights = plane_weights(fit)
+    if weights:  # Shi et al.'s plane: x is its prediction, y = x is the plane itself
+        entry["plane"] = {name: round(w, 4) for name, w in weights.items()}
         entry["intercept"] = round(float(fit["intercept"]), 4)
         return entry
     entry.update(slope=round(float(fit["slope"]), 4), intercept=round(float(fit["intercept"]), 4))
